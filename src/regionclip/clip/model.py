@@ -1,0 +1,132 @@
+"""The CLIP model: OpenAI's ModifiedResNet image tower and text transformer, built with open_clip.
+
+Parameter names equal OpenAI's (``visual.layer1.0.conv1.weight``, ``transformer.resblocks.0...``,
+``token_embedding.weight``, ``text_projection``), so OpenAI checkpoints load with no renaming. All
+BatchNorm layers of the image tower are frozen (``FrozenBatchNorm2d``: eval-mode BN with fixed statistics,
+as the official ``FrozenBN``). ``encode_regions`` is RegionCLIP's region encoder (:mod:`regionclip.regions`).
+"""
+
+from __future__ import annotations
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.model import CLIPTextCfg, CLIPVisionCfg
+from open_clip.tokenizer import SimpleTokenizer
+from torch import Tensor, nn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from regionclip.clip.presets import ModelPreset, get_preset
+
+
+def freeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every ``BatchNorm2d`` under ``module`` by a ``FrozenBatchNorm2d`` with the same statistics."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight)
+                frozen.bias.copy_(child.bias)
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            freeze_batch_norm(child)
+    return module
+
+
+def freeze_stages(visual: nn.Module, freeze_at: int) -> None:
+    """Stop gradients for the first ``freeze_at`` stages: 1 = stem, 2 = stem + layer1 (official FREEZE_AT=2)."""
+    stem = [visual.conv1, visual.bn1, visual.conv2, visual.bn2, visual.conv3, visual.bn3]
+    stages = [stem, [visual.layer1], [visual.layer2], [visual.layer3], [visual.layer4]]
+    for stage in stages[:freeze_at]:
+        for module in stage:
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+
+class CLIP(nn.Module):
+    """CLIP image and text towers with RegionCLIP's region encoder.
+
+    Built from a :class:`ModelPreset`; use :func:`create_model` to also load weights.
+    """
+
+    def __init__(self, preset: ModelPreset):
+        super().__init__()
+        self.preset = preset
+        towers = open_clip.model.CLIP(
+            preset.embed_dim,
+            vision_cfg=CLIPVisionCfg(
+                layers=list(preset.vision.layers),
+                width=preset.vision.width,
+                image_size=preset.vision.image_size,
+                patch_size=None,
+            ),
+            text_cfg=CLIPTextCfg(
+                context_length=preset.text.context_length,
+                vocab_size=preset.text.vocab_size,
+                width=preset.text.width,
+                heads=preset.text.heads,
+                layers=preset.text.layers,
+            ),
+            quick_gelu=True,  # OpenAI's CLIP was trained with QuickGELU
+        )
+        self.visual = freeze_batch_norm(towers.visual)
+        self.transformer = towers.transformer
+        self.token_embedding = towers.token_embedding
+        self.positional_embedding = towers.positional_embedding
+        self.ln_final = towers.ln_final
+        self.text_projection = towers.text_projection
+        self.logit_scale = towers.logit_scale  # used only when training CLIP itself (miniature world)
+        self.register_buffer("attn_mask", towers.attn_mask, persistent=False)
+        self._tokenizer = SimpleTokenizer(context_length=preset.text.context_length)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.preset.embed_dim
+
+    def tokenize(self, texts: str | list[str]) -> Tensor:
+        """CLIP BPE tokens ``[N, context_length]`` (SOT, tokens, EOT, zero padding; truncated keeping EOT)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        return self._tokenizer(list(texts), context_length=self.preset.text.context_length)
+
+    def encode_image(self, images: Tensor) -> Tensor:
+        """Unnormalised image embeddings ``[B, D]`` of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
+        return self.visual(images)
+
+    def encode_text(self, tokens: Tensor) -> Tensor:
+        """Unnormalised text embeddings ``[N, D]``: the projected feature at the EOT (largest) token."""
+        x = self.token_embedding(tokens)
+        x = x + self.positional_embedding
+        x = self.transformer(x, attn_mask=self.attn_mask)
+        x = self.ln_final(x)
+        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        return x @ self.text_projection
+
+    def encode_regions(self, images: Tensor, boxes: list[Tensor], chunk_size: int = 256) -> Tensor:
+        """Unnormalised region embeddings ``[sum N_i, D]`` (see :func:`regionclip.regions.encode_regions`).
+
+        images: ``[B, 3, H, W]`` CLIP-normalised (padded) batch; boxes: ``list[Tensor[N_i, 4]]`` xyxy pixels.
+        """
+        from regionclip.regions import encode_regions
+
+        return encode_regions(self.visual, images, boxes, chunk_size=chunk_size)
+
+    def similarity(self, image_features: Tensor, text_features: Tensor, temperature: float = 0.01) -> Tensor:
+        """Cosine similarity logits ``[N, M]`` divided by ``temperature`` (RegionCLIP's fixed τ = 0.01)."""
+        return F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).t() / temperature
+
+
+def create_model(name: str, pretrained: str | None = None) -> CLIP:
+    """Build the CLIP preset ``name`` (see ``list_models()``), randomly initialised or from a local file.
+
+    pretrained: ``None`` or the path of an OpenAI-format checkpoint (TorchScript archive like ``RN50.pt``
+    or a plain state dict) or of a regionclip ``.safetensors`` CLIP checkpoint. The model is in eval mode.
+    """
+    model = CLIP(get_preset(name))
+    if pretrained is not None:
+        from regionclip.clip.checkpoint import load_clip_weights
+
+        load_clip_weights(model, pretrained)
+    return model.eval()

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``regionclip`` command line, one module each (see :mod:`regionclip.cli`)."""

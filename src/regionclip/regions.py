@@ -1,0 +1,130 @@
+"""RegionCLIP's region encoder (paper §3.1; method reference §2.3-2.4).
+
+The CLIP ResNet is used as a C4 Fast R-CNN: the trunk (stem, layer1-layer3) runs once on the whole padded
+batch and gives ``res4`` at stride 16; ``roi_align(aligned=True, sampling_ratio=0, spatial_scale=1/16)``
+crops each region to ``2 * grid`` (14 for RN50, 18 for RN50x4); CLIP's layer4 and attention pool then run
+per region, batched and chunked, giving unnormalised region embeddings in CLIP space.
+
+The attention pool here computes the query of the mean token only, since only that token's output is used;
+it equals OpenAI's ``AttentionPool2d`` (which projects all tokens) to float precision at about half the cost.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+RES4_STRIDE = 16
+
+
+def run_trunk(visual: nn.Module, images: Tensor) -> Tensor:
+    """Stem + layer1..layer3 of a ModifiedResNet: ``images`` ``[B, 3, H, W]`` -> ``res4`` ``[B, C4, H/16, W/16]``."""
+    x = visual.stem(images)
+    x = visual.layer1(x)
+    x = visual.layer2(x)
+    return visual.layer3(x)
+
+
+def roi_pool(res4: Tensor, boxes: list[Tensor], resolution: int) -> Tensor:
+    """RoIAlign (official ``ROIAlignV2``) of ``boxes`` (xyxy input pixels) on ``res4``: ``[sum N_i, C4, r, r]``."""
+    boxes = [b.to(dtype=res4.dtype, device=res4.device) for b in boxes]
+    return roi_align(
+        res4, boxes, output_size=resolution, spatial_scale=1.0 / RES4_STRIDE, sampling_ratio=0, aligned=True
+    )
+
+
+def attention_pool(attnpool: nn.Module, x: Tensor) -> Tensor:
+    """CLIP's attention pooling of ``x`` ``[R, C, h, w]`` -> ``[R, D]``, computing the mean-token query only.
+
+    Tokens: the mean of the ``h*w`` cells followed by the cells (row-major), plus the positional embedding;
+    one multi-head attention from the mean token to all tokens; output projection ``c_proj``.
+    """
+    r, c, h, w = x.shape
+    tokens = x.flatten(2).transpose(1, 2)  # [R, hw, C]
+    tokens = torch.cat([tokens.mean(dim=1, keepdim=True), tokens], dim=1)  # [R, hw+1, C]
+    tokens = tokens + attnpool.positional_embedding.to(tokens.dtype)
+    heads = attnpool.num_heads
+    head_dim = c // heads
+    q = F.linear(tokens[:, 0], attnpool.q_proj.weight, attnpool.q_proj.bias)  # [R, C]
+    k = F.linear(tokens, attnpool.k_proj.weight, attnpool.k_proj.bias)  # [R, L, C]
+    v = F.linear(tokens, attnpool.v_proj.weight, attnpool.v_proj.bias)
+    q = q.view(r, heads, 1, head_dim)
+    k = k.view(r, -1, heads, head_dim).transpose(1, 2)  # [R, heads, L, dh]
+    v = v.view(r, -1, heads, head_dim).transpose(1, 2)
+    out = F.scaled_dot_product_attention(q, k, v)  # [R, heads, 1, dh]
+    return attnpool.c_proj(out.reshape(r, c))
+
+
+def run_region_head(visual: nn.Module, roi_features: Tensor, chunk_size: int = 256) -> Tensor:
+    """layer4 + attention pool per region: ``[R, C4, r, r]`` -> ``[R, D]``, ``chunk_size`` regions at a time.
+
+    Chunking bounds peak memory for thousands of regions; under autograd (training) all regions go at once.
+    """
+    if roi_features.shape[0] == 0:
+        return roi_features.new_zeros((0, visual.attnpool.c_proj.out_features))
+    if torch.is_grad_enabled() or roi_features.shape[0] <= chunk_size:
+        return attention_pool(visual.attnpool, visual.layer4(roi_features))
+    outs = [
+        attention_pool(visual.attnpool, visual.layer4(chunk)) for chunk in roi_features.split(chunk_size)
+    ]
+    return torch.cat(outs)
+
+
+def pooler_resolution(visual: nn.Module) -> int:
+    """RoI side that layer4 (stride 2) turns into exactly the attention pool's grid (14 RN50, 18 RN50x4)."""
+    grid = round((visual.attnpool.positional_embedding.shape[0] - 1) ** 0.5)
+    return 2 * grid
+
+
+def encode_regions(visual: nn.Module, images: Tensor, boxes: list[Tensor], chunk_size: int = 256) -> Tensor:
+    """Unnormalised region embeddings ``[sum N_i, D]`` of ``boxes`` in CLIP-normalised ``images``.
+
+    images: ``[B, 3, H, W]`` (padded batch); boxes: ``list[Tensor[N_i, 4]]`` xyxy in input pixels, one per image.
+    """
+    if len(boxes) != images.shape[0]:
+        raise ValueError(f"encode_regions: {images.shape[0]} images but {len(boxes)} box tensors")
+    res4 = run_trunk(visual, images)
+    return run_region_head(visual, roi_pool(res4, boxes, pooler_resolution(visual)), chunk_size)
+
+
+def global_boxes(images: Tensor) -> list[Tensor]:
+    """The official "global box" per image: ``[0, 0, W_pad, H_pad]`` over the *padded* batch tensor."""
+    b, _, h, w = images.shape
+    box = torch.tensor([[0.0, 0.0, float(w), float(h)]], device=images.device, dtype=images.dtype)
+    return [box.clone() for _ in range(b)]
+
+
+class RegionEncoder(nn.Module):
+    """A CLIP image tower used as region encoder (student, teacher or detector backbone).
+
+    ``visual`` is a ModifiedResNet (FrozenBatchNorm2d); its keys stay ``visual.*`` so CLIP weights map 1:1.
+    """
+
+    def __init__(self, visual: nn.Module, chunk_size: int = 256):
+        super().__init__()
+        self.visual = visual
+        self.chunk_size = chunk_size
+        self.pooler_resolution = pooler_resolution(visual)
+        self.embed_dim = visual.attnpool.c_proj.out_features
+
+    def trunk(self, images: Tensor) -> Tensor:
+        """``res4`` ``[B, C4, H/16, W/16]`` of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
+        return run_trunk(self.visual, images)
+
+    def pool(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
+        """RoIAlign features ``[sum N_i, C4, r, r]``."""
+        return roi_pool(res4, boxes, self.pooler_resolution)
+
+    def head(self, roi_features: Tensor) -> Tensor:
+        """Region embeddings ``[R, D]`` from RoI features ``[R, C4, r, r]``."""
+        return run_region_head(self.visual, roi_features, self.chunk_size)
+
+    def forward(self, images: Tensor, boxes: list[Tensor]) -> Tensor:
+        """Region embeddings ``[sum N_i, D]`` of ``boxes`` (xyxy pixels) in ``images``."""
+        return self.head(self.pool(self.trunk(images), boxes))
+
+    def encode_global(self, images: Tensor) -> Tensor:
+        """The official image-level embedding ``[B, D]``: the global box over the padded batch."""
+        return self(images, global_boxes(images))
