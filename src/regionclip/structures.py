@@ -91,3 +91,15 @@ def xyxy_to_xywh(boxes: Tensor) -> Tensor:
     """``(x1, y1, x2, y2)`` ``[N, 4]`` to COCO ``(x, y, w, h)``."""
     x1, y1, x2, y2 = boxes.unbind(-1)
     return torch.stack([x1, y1, x2 - x1, y2 - y1], dim=-1)
+
+
+@dataclass
+class StepOutput:
+    """What a training task's ``forward(batch)`` returns.
+
+    losses: named scalar tensors ``loss_*`` (the loop sums them and back-propagates the sum);
+    metrics: named floats for logging only (no gradients).
+    """
+
+    losses: dict[str, Tensor]
+    metrics: dict[str, float]
