@@ -1,0 +1,96 @@
+"""Deterministic per-step batches for map-style datasets, so that a resumed run sees exactly the batches
+the interrupted run would have seen.
+
+Step ``s`` of the job takes global positions ``[s*G, (s+1)*G)`` (``G`` = batch size x world size) of the
+concatenation of per-epoch orders (a seeded permutation per epoch, or ``epoch_indices(epoch)``, e.g. LVIS
+repeat-factor sampling); rank ``r`` takes its slice of it. Each sample is loaded with Python's, NumPy's and
+torch's RNGs seeded from (seed, step, position), so random augmentation is reproducible too.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from regionclip.engine.distributed import DistInfo
+from regionclip.errors import DataError
+
+
+class _SeededSamples(Dataset):
+    """Wraps a dataset: item ``(index, seed)`` seeds the RNGs and returns ``dataset[index]``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        torch.manual_seed(seed)
+        return self.dataset[index]
+
+
+def _sample_seed(seed: int, step: int, position: int) -> int:
+    return (seed * 1_000_003 + step * 10_007 + position) % (2**62)
+
+
+def map_style_batches(
+    dataset: Dataset,
+    batch_size: int,
+    seed: int,
+    dist: DistInfo,
+    collate: Callable[[list], Any],
+    num_workers: int = 0,
+    shuffle: bool = True,
+    epoch_indices: Callable[[int], Sequence[int]] | None = None,
+) -> Callable[[int], Iterator[Any]]:
+    """A factory ``make_batches(start_step) -> Iterator[batch]`` of this rank's batches (see module doc)."""
+    global_batch = batch_size * dist.world_size
+
+    def order(epoch: int) -> Sequence[int]:
+        if epoch_indices is not None:
+            return epoch_indices(epoch)
+        if not shuffle:
+            return range(len(dataset))
+        gen = torch.Generator().manual_seed(seed + epoch)
+        return torch.randperm(len(dataset), generator=gen).tolist()
+
+    def batch_items(start_step: int) -> Iterator[list[tuple[int, int]]]:
+        epoch, first_step_of_epoch, step = 0, 0, start_step
+        while True:
+            indices = order(epoch)
+            steps_in_epoch = len(indices) // global_batch
+            if steps_in_epoch == 0:
+                raise DataError(
+                    f"dataset of {len(indices)} samples is smaller than the global batch {global_batch} "
+                    f"(batch_size {batch_size} x {dist.world_size} ranks)"
+                )
+            while step < first_step_of_epoch + steps_in_epoch:
+                local = step - first_step_of_epoch
+                start = local * global_batch + dist.rank * batch_size
+                yield [
+                    (int(indices[start + j]), _sample_seed(seed, step, dist.rank * batch_size + j))
+                    for j in range(batch_size)
+                ]
+                step += 1
+            first_step_of_epoch += steps_in_epoch
+            epoch += 1
+
+    def make_batches(start_step: int) -> Iterator[Any]:
+        loader = DataLoader(
+            _SeededSamples(dataset),
+            batch_sampler=batch_items(start_step),
+            collate_fn=collate,
+            num_workers=num_workers,
+        )
+        return iter(loader)
+
+    return make_batches

@@ -1,0 +1,100 @@
+"""Typed configs of the proposal generators, the three official proposal presets, and
+:func:`build_proposal_generator` (method reference §4.1 pretraining, §6.1 transfer, §7 zero-shot).
+
+A *proposal preset* fixes what a frozen RPN returns per image at inference (pre-NMS top-k on objectness
+logits, NMS threshold, post-NMS top-k) and how many of those a consumer in training mode samples uniformly:
+
+========== =========== ===== ============ ======================================
+preset     pre-NMS     NMS   post-NMS     training-mode sampling
+========== =========== ===== ============ ======================================
+pretraining 6000       0.5   300          100 per image (``torch.randperm``)
+transfer    6000       0.7   1000         none (all 1000, also in training)
+zero_shot   6000       0.9   1000         none
+========== =========== ===== ============ ======================================
+
+(The official pretraining RPN is an FPN with 1000 pre-NMS boxes per level; this project's RPN has one
+stride-16 level, like the official C4 ``rpn_coco_48``, whose pre-NMS top-k is 6000.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from regionclip.errors import ConfigError
+
+PresetName = Literal["pretraining", "transfer", "zero_shot"]
+
+
+@dataclass(frozen=True)
+class ProposalPreset:
+    pre_nms_topk: int  # boxes with the highest objectness logits kept before NMS
+    nms_thresh: float  # IoU threshold of the class-agnostic NMS
+    post_nms_topk: int  # boxes kept after NMS (sorted by objectness)
+    sample_in_training: int  # when > 0: boxes sampled uniformly per image while the consumer trains
+
+
+PROPOSAL_PRESETS: dict[str, ProposalPreset] = {
+    "pretraining": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.5, post_nms_topk=300, sample_in_training=100),
+    "transfer": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.7, post_nms_topk=1000, sample_in_training=0),
+    "zero_shot": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.9, post_nms_topk=1000, sample_in_training=0),
+}
+
+
+def get_proposal_preset(name: str) -> ProposalPreset:
+    """The proposal preset ``name`` (``pretraining``, ``transfer`` or ``zero_shot``)."""
+    if name not in PROPOSAL_PRESETS:
+        raise ConfigError(f"unknown proposal preset {name!r}; expected one of {', '.join(PROPOSAL_PRESETS)}")
+    return PROPOSAL_PRESETS[name]
+
+
+@dataclass
+class RPNConfig:
+    """Architecture and training targets of the class-agnostic RPN (detectron2 R50-C4 RPN defaults)."""
+
+    trunk: str = "clip:RN50"  # "clip:<CLIP preset>" (CLIP input) or "torchvision:resnet18|34|50|101"
+    trunk_weights: str | None = None  # CLIP checkpoint / torchvision state dict to start the trunk from
+    input_format: Literal["imagenet_rgb", "detectron2_bgr"] = "imagenet_rgb"  # torchvision trunks' input
+    freeze_at: int = 2  # frozen trunk stages while training: 0 none, 1 stem, 2 stem + layer1 (official)
+    anchor_sizes: list[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])  # pixels
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
+    head_channels: int | None = None  # RPN head conv width (None: the trunk's res4 channels, official)
+    fg_iou: float = 0.7  # anchors with IoU >= this to a GT box are positive
+    bg_iou: float = 0.3  # anchors with IoU < this to every GT box are negative
+    batch_size_per_image: int = 256  # anchors sampled per image for the losses
+    positive_fraction: float = 0.5  # at most this fraction of the sampled anchors is positive
+    smooth_l1_beta: float = 0.0  # box-regression loss: 0 = L1 (official)
+    min_size: float = 0.0  # proposals whose side is not > this (pixels) are removed (official 0)
+
+
+@dataclass
+class RandomBoxesConfig:
+    count: int = 100  # boxes per image
+    min_size: float = 16.0  # smallest box side in pixels
+    grid: int = 8  # box corners lie on this pixel grid (official 8)
+    same_for_batch: bool = False  # official behaviour: one set of boxes for every image of a batch
+    seed: int | None = 0  # seed of the generator's own RNG (None: torch's global RNG)
+
+
+@dataclass
+class ProposalConfig:
+    kind: Literal["rpn", "random", "gt"] = "rpn"  # where regions come from
+    rpn_checkpoint: str | None = None  # a `regionclip train-rpn` checkpoint (kind "rpn")
+    preset: PresetName = "transfer"  # proposal preset of the RPN (see the module doc)
+    random: RandomBoxesConfig = field(default_factory=RandomBoxesConfig)  # settings of kind "random"
+
+
+def build_proposal_generator(cfg: ProposalConfig):
+    """The frozen proposal generator described by ``cfg`` (an RPN from its checkpoint, random or given boxes)."""
+    from regionclip.proposals.base import GivenBoxes
+    from regionclip.proposals.random_boxes import RandomBoxes
+    from regionclip.proposals.rpn import load_proposal_generator
+
+    if cfg.kind == "rpn":
+        if not cfg.rpn_checkpoint:
+            raise ConfigError("proposals.kind is 'rpn' but proposals.rpn_checkpoint is not set")
+        return load_proposal_generator(cfg.rpn_checkpoint, cfg.preset)
+    if cfg.kind == "random":
+        r = cfg.random
+        return RandomBoxes(r.count, r.min_size, r.grid, r.same_for_batch, r.seed)
+    return GivenBoxes()
