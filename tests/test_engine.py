@@ -20,7 +20,9 @@ from regionclip.structures import StepOutput
 
 
 def test_warmup_multistep_by_hand():
-    f = warmup_multistep(max_steps=100, warmup_steps=10, warmup_factor=0.001, milestones=(0.5, 0.875), gamma=0.1)
+    f = warmup_multistep(
+        max_steps=100, warmup_steps=10, warmup_factor=0.001, milestones=(0.5, 0.875), gamma=0.1
+    )
     assert f(0) == pytest.approx(0.001)
     assert f(5) == pytest.approx(0.001 * 0.5 + 0.5)
     assert f(10) == pytest.approx(1.0)
@@ -95,8 +97,16 @@ class _Task(nn.Module):
 def _run(out: Path, steps: int, every: int = 3):
     torch.manual_seed(123)
     task = _Task()
-    cfg = TrainConfig(max_steps=steps, batch_size=4, lr=0.05, warmup_steps=2, checkpoint_every=every,
-                      log_every=1, progress=False, seed=5)
+    cfg = TrainConfig(
+        max_steps=steps,
+        batch_size=4,
+        lr=0.05,
+        warmup_steps=2,
+        checkpoint_every=every,
+        log_every=1,
+        progress=False,
+        seed=5,
+    )
     make = map_style_batches(_Noisy(), 4, seed=5, dist=DistInfo(), collate=_collate)
     return task, train(task, make, cfg, out, DistInfo())
 

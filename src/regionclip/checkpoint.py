@@ -35,7 +35,9 @@ class Checkpoint:
     config: dict[str, Any]
 
 
-def save_checkpoint(path: str | Path, state_dict: dict[str, Tensor], kind: str, config: dict[str, Any]) -> Path:
+def save_checkpoint(
+    path: str | Path, state_dict: dict[str, Tensor], kind: str, config: dict[str, Any]
+) -> Path:
     """Write ``state_dict`` and ``config`` (JSON-serialisable) as a ``kind`` checkpoint, atomically."""
     tensors = {}
     seen: dict[int, str] = {}
@@ -66,7 +68,9 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors checkpoint ({err})") from None
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: a safetensors file but not a regionclip checkpoint (no 'format' metadata)")
+        raise CheckpointError(
+            f"{path}: a safetensors file but not a regionclip checkpoint (no 'format' metadata)"
+        )
     return metadata
 
 
@@ -77,11 +81,13 @@ def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None)
     found = metadata.get("kind", "?")
     kinds = (kind,) if isinstance(kind, str) else kind
     if kinds is not None and found not in kinds:
-        raise CheckpointError(f"{path}: is a '{found}' checkpoint, expected {' or '.join(repr(k) for k in kinds)}")
+        raise CheckpointError(
+            f"{path}: is a '{found}' checkpoint, expected {' or '.join(repr(k) for k in kinds)}"
+        )
     try:
         config = json.loads(metadata.get("config", "{}"))
         with safe_open(str(path), framework="pt") as f:
-            state_dict = {name: f.get_tensor(name) for name in f.keys()}
+            state_dict = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118 - safe_open is not a dict
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"{path}: corrupt checkpoint ({err})") from None
     return Checkpoint(state_dict, found, config)
@@ -103,7 +109,11 @@ def load_state_dict_strict(module: nn.Module, state_dict: dict[str, Tensor], sou
     ]
     if missing or unexpected or mismatched:
         parts = []
-        for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
+        for label, keys in (
+            ("missing keys", missing),
+            ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched),
+        ):
             if keys:
                 shown = ", ".join(keys[:6]) + (f", ... ({len(keys)} in all)" if len(keys) > 6 else "")
                 parts.append(f"{label}: {shown}")

@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-world": ("make_world", "generate the miniature world (COCO JSON, captions, images, shards)"),
     "train-clip": ("train_clip", "train a CLIP model on image-caption pairs (the miniature world's teacher)"),
     "concepts": ("concepts", "extract the concept pool (object nouns) from a caption corpus"),
-    "embed-concepts": ("embed_concepts", "embed a concept list with the CLIP text encoder into a concept bank"),
+    "embed-concepts": (
+        "embed_concepts",
+        "embed a concept list with the CLIP text encoder into a concept bank",
+    ),
     "train-rpn": ("train_rpn", "train a class-agnostic RPN on base-class boxes"),
     "eval-rpn": ("eval_rpn", "report proposal recall AR@100/300/1000 on a COCO-format set"),
     "pseudo-label": ("pseudo_label", "write the teacher's region pseudo-labels as JSON and PNG"),
@@ -35,7 +38,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
-    lines = ["usage: regionclip COMMAND [options]   (regionclip COMMAND --help for its options)", "", "commands:"]
+    lines = [
+        "usage: regionclip COMMAND [options]   (regionclip COMMAND --help for its options)",
+        "",
+        "commands:",
+    ]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 

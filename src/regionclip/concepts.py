@@ -114,7 +114,9 @@ class ConceptBank:
     @classmethod
     def load(cls, path: str | Path) -> ConceptBank:
         ckpt = load_checkpoint(path, kind="concept_bank")
-        return cls(list(ckpt.config["names"]), ckpt.state_dict["embeddings"].float(), ckpt.config.get("meta", {}))
+        return cls(
+            list(ckpt.config["names"]), ckpt.state_dict["embeddings"].float(), ckpt.config.get("meta", {})
+        )
 
 
 def text_fingerprint(model: torch.nn.Module) -> str:
@@ -219,7 +221,9 @@ def load_official_embeddings(pth_path: str | Path, names: Sequence[str] | str | 
     try:
         tensor = torch.load(str(pth_path), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any failure to unpickle is reported as a bad file
-        raise CheckpointError(f"{pth_path}: not a loadable tensor file ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{pth_path}: not a loadable tensor file ({str(err).splitlines()[0]})"
+        ) from None
     if not isinstance(tensor, Tensor):
         raise CheckpointError(f"{pth_path}: expected a tensor [N, D], got {type(tensor).__name__}")
     if tensor.ndim == 1:

@@ -57,7 +57,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
                 raise ConfigError(f"config key '{path}': expected {len(args)} items, got {len(value)}")
-            return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(
+                _coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item_tp = args[0] if args else Any
         items = [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items

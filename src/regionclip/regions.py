@@ -66,9 +66,7 @@ def run_region_head(visual: nn.Module, roi_features: Tensor, chunk_size: int = 2
         return roi_features.new_zeros((0, visual.attnpool.c_proj.out_features))
     if torch.is_grad_enabled() or roi_features.shape[0] <= chunk_size:
         return attention_pool(visual.attnpool, visual.layer4(roi_features))
-    outs = [
-        attention_pool(visual.attnpool, visual.layer4(chunk)) for chunk in roi_features.split(chunk_size)
-    ]
+    outs = [attention_pool(visual.attnpool, visual.layer4(chunk)) for chunk in roi_features.split(chunk_size)]
     return torch.cat(outs)
 
 

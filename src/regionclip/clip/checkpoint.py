@@ -45,7 +45,9 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
             f"(loading it could execute code): {str(err).splitlines()[0]}"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({str(err).splitlines()[0]})"
+        ) from None
     if isinstance(loaded, dict) and "state_dict" in loaded and isinstance(loaded["state_dict"], dict):
         loaded = loaded["state_dict"]
     if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
@@ -79,7 +81,9 @@ def load_clip_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 def save_clip(model: torch.nn.Module, path: str | Path, extra: dict | None = None) -> Path:
     """Save a CLIP model as a regionclip checkpoint (kind ``clip``) carrying its preset."""
-    return save_checkpoint(path, model.state_dict(), "clip", {"preset": model.preset.to_dict(), **(extra or {})})
+    return save_checkpoint(
+        path, model.state_dict(), "clip", {"preset": model.preset.to_dict(), **(extra or {})}
+    )
 
 
 def load_clip(path: str | Path) -> torch.nn.Module:

@@ -32,7 +32,9 @@ class PseudoLabels:
 
 
 @torch.no_grad()
-def teacher_probabilities(region_embeddings: Tensor, concept_embeddings: Tensor, temperature: float = 0.01) -> Tensor:
+def teacher_probabilities(
+    region_embeddings: Tensor, concept_embeddings: Tensor, temperature: float = 0.01
+) -> Tensor:
     """softmax(v̂ L̂ᵀ / τ) ``[R, C]`` of region embeddings ``[R, D]`` against concept embeddings ``[C, D]``."""
     v = F.normalize(region_embeddings.float(), dim=-1)
     concepts = F.normalize(concept_embeddings.float(), dim=-1)
