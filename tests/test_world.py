@@ -1,0 +1,270 @@
+"""Tests of the miniature-world generator (regionclip.data.world) and `regionclip make-world`."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+from PIL import Image
+
+from regionclip.cli import main
+from regionclip.data import world
+from regionclip.errors import RegionCLIPError
+
+TINY = {"train": 20, "val": 20}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> world.WorldInfo:
+    return world.generate_world(tmp_path_factory.mktemp("w") / "world", size=TINY, seed=0, workers=1)
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _mentions(caption: str, cats) -> set[int]:
+    """Category ids whose phrases occur as whole words, longest phrases first (so 'teddy bear' wins)."""
+    text = caption.lower()
+    found = set()
+    phrases = sorted(((p, c.id) for c in cats for p in c.phrases()), key=lambda t: -len(t[0]))
+    for phrase, cid in phrases:
+        pattern = rf"(?<![\w-]){re.escape(phrase)}(?![\w-])"
+        if re.search(pattern, text):
+            found.add(cid)
+            text = re.sub(pattern, " ", text)
+    return found
+
+
+def test_pluralize_hand_checked():
+    assert world.pluralize("dog") == "dogs"
+    assert world.pluralize("strawberry") == "strawberries"
+    assert world.pluralize("key") == "keys"
+    assert world.pluralize("wrench") == "wrenches"
+    assert world.pluralize("bus") == "buses"
+    assert world.pluralize("mouse") == "mice"
+    assert world.pluralize("slice of pizza") == "slices of pizza"
+    assert world.pluralize("cell phone") == "cell phones"
+
+
+def test_catalogue_size_split_and_unambiguous_phrases():
+    cats = world.categories()
+    assert len(cats) >= 80
+    novel = [c for c in cats if c.split == "novel"]
+    assert len(novel) >= 15
+    assert {c.name for c in novel} == set(world.NOVEL_NAMES)
+    assert [c.id for c in cats] == list(range(1, len(cats) + 1))
+    assert len({c.name for c in cats}) == len(cats)
+    assert len({c.codepoint for c in cats}) == len(cats)
+    # no phrase of a category occurs as whole words inside another category's phrase
+    for c in cats:
+        for phrase in c.phrases():
+            assert _mentions(phrase, cats) == {c.id}, phrase
+    # the fixed caption words (scene phrases, leads, verbs) never name a category
+    fixed = [p for _, scenes in world.PHOTOS.values() for p in scenes]
+    fixed += [p for scenes in world.SYNTHETIC_SCENES.values() for p in scenes]
+    fixed += (
+        list(world._LEADS) + list(world._MULTI_LEADS) + [v for vs in world._KIND_VERBS.values() for v in vs]
+    )
+    for phrase in fixed:
+        assert _mentions(phrase, cats) == set(), phrase
+
+
+def test_glyphs_render_and_are_cropped():
+    glyphs = world._glyphs()
+    assert set(glyphs) == {c.id for c in world.categories()}
+    for g in glyphs.values():
+        alpha = g.rgba.getchannel("A")
+        assert alpha.getbbox() == (0, 0, *g.rgba.size)  # cropped to the alpha bbox
+        assert min(g.rgba.size) >= 10
+        assert g.colour is None or g.colour in world.COLOUR_NAMES
+    names = {c.name for c in world.categories()}
+    assert set(world.COLOUR_OVERRIDES) <= names
+    assert all(v is None or v in world.COLOUR_NAMES for v in world.COLOUR_OVERRIDES.values())
+
+
+def test_outputs_exist_and_counts(tiny):
+    for path in (*tiny.instances.values(), *tiny.captions.values(), tiny.world_json, tiny.license):
+        assert path.is_file(), path
+    for split, n in TINY.items():
+        assert len(list(tiny.images[split].glob("*.jpg"))) == n
+        assert tiny.counts[f"{split}_images"] == n
+        assert tiny.counts[f"{split}_captions"] == n * world.CAPTIONS_PER_IMAGE
+    assert len(tiny.category_names) == len(world.categories())
+    assert sorted(tiny.novel_names) == sorted(world.NOVEL_NAMES)
+    assert set(tiny.base_names).isdisjoint(tiny.novel_names)
+    assert "CC BY-SA 4.0" in tiny.license.read_text()
+    assert not list(tiny.root.parent.glob(".*.tmp"))  # the temporary folder was renamed away
+    meta = _load(tiny.world_json)
+    assert meta["seed"] == 0 and meta["size"] == "custom"
+    assert meta["generator_version"] == world.GENERATOR_VERSION
+
+
+def test_train_has_no_novel_boxes_val_has_them(tiny):
+    train, val = _load(tiny.instances["train"]), _load(tiny.instances["val"])
+    novel_ids = {c["id"] for c in train["categories"] if c["split"] == "novel"}
+    assert len(train["categories"]) == len(val["categories"]) == len(world.categories())
+    assert {c["split"] for c in val["categories"]} == {"base", "novel"}
+    assert train["annotations"] and not any(a["category_id"] in novel_ids for a in train["annotations"])
+    assert any(a["category_id"] in novel_ids for a in val["annotations"])
+    # novel objects are still in the training images: their captions mention them
+    caps = _load(tiny.captions["train"])["annotations"]
+    assert any(novel_ids.intersection(c["category_ids"]) for c in caps)
+
+
+def test_boxes_inside_images_and_non_degenerate(tiny):
+    for split in world.SPLITS:
+        data = _load(tiny.instances[split])
+        sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
+        ids = [a["id"] for a in data["annotations"]]
+        assert len(set(ids)) == len(ids)
+        for a in data["annotations"]:
+            x, y, w, h = a["bbox"]
+            width, height = sizes[a["image_id"]]
+            assert x >= 0 and y >= 0 and x + w <= width and y + h <= height
+            assert w >= 2 and h >= 2
+            assert 0 < a["area"] <= w * h and a["iscrowd"] == 0
+        for im in data["images"]:
+            with Image.open(tiny.images[split] / im["file_name"]) as img:
+                assert img.size == (im["width"], im["height"]) == (world.IMAGE_SIZE, world.IMAGE_SIZE)
+                assert img.mode == "RGB" and img.format == "JPEG"
+
+
+def test_boxes_are_tight_around_painted_pixels():
+    # render one scene and check each visible object's box against the object's own opaque pixels
+    scene = world.render_scene(3, "val", 5)
+    assert scene.objects
+    for obj in scene.objects:
+        x1, y1, x2, y2 = obj.box
+        assert 0 <= x1 < x2 <= world.IMAGE_SIZE and 0 <= y1 < y2 <= world.IMAGE_SIZE
+        assert obj.area <= (x2 - x1) * (y2 - y1)
+        assert obj.area >= (1 - world.DROP_HIDDEN_FRACTION) * 16
+
+
+def test_captions_mention_only_present_objects(tiny):
+    cats = world.categories()
+    novel_ids = {c.id for c in cats if c.split == "novel"}
+    for split in world.SPLITS:
+        boxed: dict[int, set[int]] = {}
+        for a in _load(tiny.instances[split])["annotations"]:
+            boxed.setdefault(a["image_id"], set()).add(a["category_id"])
+        caps = _load(tiny.captions[split])
+        per_image: dict[int, list] = {}
+        for c in caps["annotations"]:
+            per_image.setdefault(c["image_id"], []).append(c)
+            found = _mentions(c["caption"], cats)
+            assert found == set(c["category_ids"]), c
+            assert 1 <= len(found) <= 3 or not boxed.get(c["image_id"])
+            present = boxed.get(c["image_id"], set())
+            allowed = present if split == "val" else present | novel_ids
+            assert found <= allowed, (c, present)
+        assert all(len(v) == world.CAPTIONS_PER_IMAGE for v in per_image.values())
+    # captions do not always name every object present
+    val_caps = _load(tiny.captions["val"])["annotations"]
+    val_boxed: dict[int, set[int]] = {}
+    for a in _load(tiny.instances["val"])["annotations"]:
+        val_boxed.setdefault(a["image_id"], set()).add(a["category_id"])
+    assert any(set(c["category_ids"]) < val_boxed.get(c["image_id"], set()) for c in val_caps)
+
+
+def test_shards_readable_with_webdataset(tiny):
+    caps = _load(tiny.captions["train"])
+    by_image: dict[int, list[str]] = {}
+    for c in caps["annotations"]:
+        by_image.setdefault(c["image_id"], []).append(c["caption"])
+    urls = [str(p) for p in tiny.shards["train"]]
+    assert urls and all(Path(u).is_file() for u in urls)
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False))
+    assert len(samples) == TINY["train"]
+    for s in samples:
+        meta = json.loads(s["json"])
+        assert s["__key__"] == f"{meta['image_id']:08d}"
+        assert meta["captions"] == by_image[meta["image_id"]]
+        assert s["txt"].decode() == meta["captions"][0]
+        assert s["jpg"] == (tiny.images["train"] / f"{s['__key__']}.jpg").read_bytes()
+        assert Image.open(io.BytesIO(s["jpg"])).size == (world.IMAGE_SIZE, world.IMAGE_SIZE)
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_deterministic_for_seed_and_different_across_seeds(tiny, tmp_path):
+    again = world.generate_world(tmp_path / "again", size=TINY, seed=0, workers=1)
+    assert _snapshot(again.root) == _snapshot(tiny.root)
+    other = world.generate_world(tmp_path / "other", size=TINY, seed=1, workers=1)
+    a, b = _snapshot(tiny.root), _snapshot(other.root)
+    assert a.keys() == b.keys()
+    assert a["annotations/instances_val.json"] != b["annotations/instances_val.json"]
+    assert a["images/train/00000001.jpg"] != b["images/train/00000001.jpg"]
+
+
+def test_worker_count_does_not_change_the_world(tmp_path):
+    size = {"train": 34, "val": 0}  # >= 32 jobs so the process pool is used
+    one = world.generate_world(tmp_path / "one", size=size, seed=5, workers=1)
+    two = world.generate_world(tmp_path / "two", size=size, seed=5, workers=2)
+    assert _snapshot(one.root) == _snapshot(two.root)
+
+
+def test_existing_world_is_reused_and_a_different_one_refused(tiny, tmp_path):
+    stamp = tiny.world_json.stat().st_mtime_ns
+    same = world.generate_world(tiny.root, size=TINY, seed=0)
+    assert same.seconds == 0 and tiny.world_json.stat().st_mtime_ns == stamp
+    with pytest.raises(RegionCLIPError, match="another miniature world"):
+        world.generate_world(tiny.root, size=TINY, seed=7)
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "file.txt").write_text("x")
+    with pytest.raises(RegionCLIPError, match="not a miniature world"):
+        world.generate_world(tmp_path / "junk", size={"train": 1, "val": 1})
+    small = world.generate_world(tmp_path / "w", size={"train": 1, "val": 1}, seed=0, workers=1)
+    replaced = world.generate_world(
+        small.root, size={"train": 2, "val": 1}, seed=0, workers=1, overwrite=True
+    )
+    assert replaced.counts["train_images"] == 2
+
+
+def test_interrupted_run_leaves_no_world(tmp_path, monkeypatch):
+    calls = []
+
+    def failing(job):
+        calls.append(job)
+        if len(calls) > 2:
+            raise KeyboardInterrupt
+        return world.render_scene(*job)
+
+    monkeypatch.setattr(world, "_render_job", failing)
+    with pytest.raises(KeyboardInterrupt):
+        world.generate_world(tmp_path / "w", size={"train": 5, "val": 1}, workers=1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_sizes_and_seeds_raise_clear_errors(tmp_path):
+    with pytest.raises(RegionCLIPError, match="unknown world size 'huge'.*quick, default"):
+        world.generate_world(tmp_path / "w", size="huge")
+    with pytest.raises(RegionCLIPError, match="expected"):
+        world.generate_world(tmp_path / "w", size={"train": 3})
+    with pytest.raises(RegionCLIPError, match="seed"):
+        world.generate_world(tmp_path / "w", size={"train": 1, "val": 1}, seed=-1)
+    assert not (tmp_path / "w").exists()
+
+
+def test_cli_writes_world_and_prints_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(world.SIZES, "quick", {"train": 3, "val": 2})
+    out = tmp_path / "cli"
+    assert main(["make-world", str(out), "--size", "quick", "--seed", "2", "--workers", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 and "train 3 images" in lines[0] and "val 2 images" in lines[0]
+    meta = _load(out / "world.json")
+    assert meta["seed"] == 2 and meta["size"] == "quick" and meta["counts"]["val_images"] == 2
+    assert main(["make-world", str(out), "--size", "quick", "--seed", "2"]) == 0
+    assert "already there" in capsys.readouterr().out
+
+
+def test_cli_unknown_size_is_a_one_line_error(tmp_path, capsys):
+    assert main(["make-world", str(tmp_path / "w"), "--size", "huge"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown world size 'huge'" in err
