@@ -2,5 +2,19 @@
 given boxes, all behind one interface (:class:`~regionclip.proposals.base.ProposalGenerator`)."""
 
 from regionclip.proposals.base import GivenBoxes, ProposalGenerator, Proposals
+from regionclip.proposals.config import ProposalConfig, RPNConfig, build_proposal_generator
+from regionclip.proposals.random_boxes import RandomBoxes
+from regionclip.proposals.rpn import ClassAgnosticRPN, build_rpn, load_proposal_generator
 
-__all__ = ["GivenBoxes", "ProposalGenerator", "Proposals"]
+__all__ = [
+    "ClassAgnosticRPN",
+    "GivenBoxes",
+    "ProposalConfig",
+    "ProposalGenerator",
+    "Proposals",
+    "RPNConfig",
+    "RandomBoxes",
+    "build_proposal_generator",
+    "build_rpn",
+    "load_proposal_generator",
+]

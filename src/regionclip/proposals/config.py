@@ -35,7 +35,9 @@ class ProposalPreset:
 
 
 PROPOSAL_PRESETS: dict[str, ProposalPreset] = {
-    "pretraining": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.5, post_nms_topk=300, sample_in_training=100),
+    "pretraining": ProposalPreset(
+        pre_nms_topk=6000, nms_thresh=0.5, post_nms_topk=300, sample_in_training=100
+    ),
     "transfer": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.7, post_nms_topk=1000, sample_in_training=0),
     "zero_shot": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.9, post_nms_topk=1000, sample_in_training=0),
 }
@@ -58,7 +60,6 @@ class RPNConfig:
     freeze_at: int = 2  # frozen trunk stages while training: 0 none, 1 stem, 2 stem + layer1 (official)
     anchor_sizes: list[float] = field(default_factory=lambda: [32.0, 64.0, 128.0, 256.0, 512.0])  # pixels
     aspect_ratios: list[float] = field(default_factory=lambda: [0.5, 1.0, 2.0])  # height / width
-    head_channels: int | None = None  # RPN head conv width (None: the trunk's res4 channels, official)
     fg_iou: float = 0.7  # anchors with IoU >= this to a GT box are positive
     bg_iou: float = 0.3  # anchors with IoU < this to every GT box are negative
     batch_size_per_image: int = 256  # anchors sampled per image for the losses
