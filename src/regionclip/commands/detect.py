@@ -1,0 +1,134 @@
+"""``regionclip detect``: open-vocabulary detection on image files and folders; writes COCO-results JSON and
+annotated PNGs. Unreadable images are reported and skipped."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEMO_CHECKPOINT = Path("regionclip-demo/transfer_regionclip/detector.safetensors")
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="+", help="image files and/or folders of images")
+    parser.add_argument(
+        "--checkpoint",
+        help=f"detector or clip checkpoint, or a converted folder (default: {DEMO_CHECKPOINT} if present)",
+    )
+    parser.add_argument("--rpn", help="rpn checkpoint for a clip (zero-shot) checkpoint")
+    vocab = parser.add_mutually_exclusive_group(required=True)
+    vocab.add_argument(
+        "--vocab", help='class names "cat,dog", or a built-in: coco, coco-base, coco-novel, coco-ovd, lvis'
+    )
+    vocab.add_argument("--vocab-file", help="text file with one class name per line")
+    parser.add_argument("--lvis-json", help="LVIS v1 annotation JSON supplying the names of --vocab lvis")
+    parser.add_argument("--out", required=True, help="output folder (detections.json, summary.json, PNGs)")
+    parser.add_argument(
+        "--score-thresh", type=float, default=None, help="minimum score (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--max-dets", type=int, default=None, help="detections per image (default: the checkpoint's)"
+    )
+    parser.add_argument(
+        "--nms", choices=["hard", "soft"], default=None, help="per-class NMS (default: the checkpoint's)"
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--min-size", type=int, default=None, help="test shorter side (default: the checkpoint's or 800)"
+    )
+    parser.add_argument("--max-size", type=int, default=None, help="test longer side cap (default: 1333)")
+    parser.add_argument("--no-png", action="store_true", help="write only the JSON files")
+
+
+def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict]]:
+    """Image files from files and folders (sorted); missing inputs are returned as skipped entries."""
+    files, skipped = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            files.append(path)
+        else:
+            skipped.append({"file": str(path), "reason": "not found"})
+    return files, skipped
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from regionclip.detect.api import Detector
+    from regionclip.errors import RegionCLIPError
+    from regionclip.io import atomic_write_json
+    from regionclip.vocab import parse_vocabulary, read_vocabulary_file
+
+    names = (
+        read_vocabulary_file(args.vocab_file)
+        if args.vocab_file
+        else parse_vocabulary(args.vocab, args.lvis_json)
+    )
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        if not DEMO_CHECKPOINT.is_file():
+            raise RegionCLIPError(
+                f"no --checkpoint given and {DEMO_CHECKPOINT} does not exist: run `regionclip demo` to train one, "
+                "or pass --checkpoint (see docs/getting-started.md)"
+            )
+        checkpoint = DEMO_CHECKPOINT
+    files, skipped = collect_images(args.inputs)
+    if not files:
+        raise RegionCLIPError(f"no images found in {', '.join(args.inputs)}")
+    det = Detector.from_pretrained(
+        checkpoint, rpn=args.rpn, device=args.device, min_size=args.min_size, max_size=args.max_size
+    )
+    bank = det.vocabulary_bank(names)
+    kwargs = {
+        k: v
+        for k, v in (("score_thresh", args.score_thresh), ("max_dets", args.max_dets), ("nms", args.nms))
+        if v is not None
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results, images, used_names = [], [], set()
+    for path in tqdm(files, desc="detect", unit="img", file=sys.stderr):
+        try:
+            result = det([path], bank, **kwargs)[0]
+        except RegionCLIPError as err:
+            skipped.append({"file": str(path), "reason": str(err)})
+            print(f"regionclip detect: skipped {path}: {err}", file=sys.stderr)
+            continue
+        image_id = len(images) + 1
+        w, h = result.image.size
+        png = None
+        if not args.no_png:
+            stem = path.stem
+            while stem in used_names:
+                stem += "_"
+            used_names.add(stem)
+            png = out / f"{stem}.png"
+            result.plot().save(png)
+        images.append(
+            {
+                "id": image_id,
+                "file_name": str(path),
+                "width": w,
+                "height": h,
+                "png": str(png) if png else None,
+            }
+        )
+        results += result.to_coco(image_id)
+    categories = [{"id": i + 1, "name": n} for i, n in enumerate(bank.names)]
+    atomic_write_json(out / "detections.json", results)
+    atomic_write_json(
+        out / "summary.json",
+        {"images": images, "categories": categories, "skipped": skipped, "checkpoint": str(checkpoint)},
+    )
+    print(
+        f"{len(images)} images, {len(results)} detections -> {out / 'detections.json'}; {len(skipped)} skipped"
+    )
+    for entry in skipped:
+        print(f"  skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
+    return 0

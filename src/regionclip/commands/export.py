@@ -1,0 +1,30 @@
+"""``regionclip export``: the detector's image side to ONNX, with the class embeddings [K, D] as a run-time
+input (see :mod:`regionclip.export` for the graph's inputs and outputs)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="detector or clip checkpoint, or a converted folder"
+    )
+    parser.add_argument("--onnx", required=True, help="output .onnx file")
+    parser.add_argument(
+        "--height", type=int, default=224, help="height of the example image used for tracing"
+    )
+    parser.add_argument("--width", type=int, default=224, help="width of the example image used for tracing")
+
+
+def run(args: argparse.Namespace) -> int:
+    from regionclip.detect.api import Detector
+    from regionclip.export import export_onnx
+
+    det = Detector.from_pretrained(args.checkpoint)
+    path = export_onnx(det.model, args.onnx, (args.height, args.width))
+    print(
+        f"wrote {path}: inputs image [1,3,H,W] (CLIP-normalised), proposals [R,4], class_embeddings [K,{det.model.embed_dim}]; "
+        "outputs scores [R,K+1] (background last), boxes [R,4], region_embeddings [R,D]; NMS is left to the caller"
+    )
+    return 0

@@ -1,0 +1,494 @@
+"""The user-facing detector: ``Detector.from_pretrained(path)`` and ``det(images, vocabulary=[...])``.
+
+It wraps :class:`~regionclip.detect.detector.OpenVocabDetector` with what a user needs: reading images
+(paths, PIL images, numpy arrays, tensors), resizing them to the test size (shorter side ``min_size``,
+longer side at most ``max_size``, PIL bilinear with detectron2's rounding, method reference §11 item 9),
+embedding the vocabulary with the CLIP text tower (81-template mean; cached on disk, keyed by the text
+weights, names and templates, under ``$REGIONCLIP_CACHE`` or ``~/.cache/regionclip``), and mapping boxes back
+to the original image. Results plot themselves and export COCO results.
+
+The detector checkpoint (kind ``detector``) is defined here (:func:`save_detector` / :func:`load_detector`):
+the detector's state dict (``backbone.visual.*``, ``proposal_generator.*``, ``classifier.*``,
+``box_regressor.*``, ``train_class_embeddings``, optional ``mask_head.*``) plus, optionally, the CLIP text
+tower under ``text_encoder.*``; its config holds ``detector`` (a :class:`DetectorConfig`), ``clip_preset``,
+``proposals`` (``{"kind": "rpn", "rpn": <the rpn checkpoint's config>, "preset": ...}`` or
+``{"kind": "gt"}``), ``train_classes`` and optional ``input`` (``min_size``, ``max_size``) and ``templates``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from regionclip.checkpoint import (
+    load_checkpoint,
+    load_state_dict_strict,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
+from regionclip.concepts import OFFICIAL_TEMPLATES, ConceptBank, build_concept_bank
+from regionclip.config import config_from_dict, config_to_dict
+from regionclip.detect.config import DetectorConfig
+from regionclip.detect.detector import OpenVocabDetector, build_detector
+from regionclip.detect.postprocess import Detections
+from regionclip.errors import CheckpointError, RegionCLIPError
+from regionclip.proposals.base import GivenBoxes, ProposalGenerator
+from regionclip.regions import RegionEncoder
+from regionclip.structures import ImageBatch, xyxy_to_xywh
+
+TEXT_PREFIXES = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
+TEXT_KEY = "text_encoder."
+ZERO_SHOT_DETECTOR = {"nms": "hard", "nms_thresh": 0.5, "apply_box_deltas": False, "score_thresh": 0.05}
+
+
+def default_cache_dir() -> Path:
+    """``$REGIONCLIP_CACHE`` or ``~/.cache/regionclip``: where vocabulary embeddings are cached."""
+    return Path(os.environ.get("REGIONCLIP_CACHE") or Path.home() / ".cache" / "regionclip")
+
+
+# ------------------------------------------------------------------------------------------ proposals
+
+
+def build_rpn_from_config(rpn_config: dict, preset: str | None) -> ProposalGenerator:
+    """An (unloaded) RPN from the config of an ``rpn`` checkpoint: detectron2 layout or ``train-rpn``'s."""
+    from regionclip.proposals.detectron2 import (
+        Detectron2RPNConfig,
+        build_detectron2_rpn,
+        is_detectron2_rpn_config,
+    )
+
+    if is_detectron2_rpn_config(rpn_config):
+        fields = dict(rpn_config["rpn"])
+        if preset is not None:
+            from regionclip.proposals.config import get_proposal_preset
+
+            p = get_proposal_preset(preset)
+            fields.update(nms_thresh=p.nms_thresh, post_nms_topk=p.post_nms_topk)
+        return build_detectron2_rpn(config_from_dict(Detectron2RPNConfig, fields))
+    from regionclip.proposals.config import RPNConfig
+    from regionclip.proposals.rpn import build_rpn
+
+    if "rpn" not in rpn_config:
+        raise CheckpointError("an 'rpn' checkpoint config without its 'rpn' section")
+    rpn = build_rpn(config_from_dict(RPNConfig, rpn_config["rpn"]), preset or "transfer", load_weights=False)
+    rpn.requires_grad_(False)
+    return rpn.eval()
+
+
+def load_rpn_checkpoint(path: str | Path, preset: str | None = None) -> tuple[ProposalGenerator, dict]:
+    """Any regionclip ``rpn`` checkpoint (converted detectron2 RPN or ``train-rpn``) and its config."""
+    ckpt = load_checkpoint(path, kind="rpn")
+    rpn = build_rpn_from_config(ckpt.config, preset)
+    load_state_dict_strict(rpn, ckpt.state_dict, str(path))
+    return rpn.eval(), ckpt.config
+
+
+# ------------------------------------------------------------------------------------ detector files
+
+
+def save_detector(
+    path: str | Path,
+    detector: OpenVocabDetector,
+    cfg: DetectorConfig,
+    clip_preset: Any,
+    proposals: dict,
+    train_classes: Sequence[str] | None = None,
+    text_state: dict[str, Tensor] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write a ``detector`` checkpoint that :func:`load_detector` rebuilds alone (see the module doc).
+
+    clip_preset: the :class:`~regionclip.clip.presets.ModelPreset` of the backbone; proposals: ``{"kind":
+    "rpn", "rpn": <rpn checkpoint config>, "preset": "transfer"}`` or ``{"kind": "gt"}``; text_state: the
+    CLIP text-tower tensors (keys as in the CLIP model) to make vocabularies encodable from this file alone.
+    """
+    state = dict(detector.state_dict())
+    for key, value in (text_state or {}).items():
+        state[TEXT_KEY + key] = value
+    config = {
+        "detector": config_to_dict(cfg),
+        "clip_preset": clip_preset.to_dict(),
+        "proposals": proposals,
+        "train_classes": list(train_classes) if train_classes is not None else None,
+        "has_text_encoder": bool(text_state),
+        **(extra or {}),
+    }
+    return save_checkpoint(path, state, "detector", config)
+
+
+@dataclass
+class LoadedDetector:
+    detector: OpenVocabDetector
+    clip: Any  # CLIP model sharing the detector's visual tower; text tower loaded when has_text
+    has_text: bool
+    config: dict
+
+
+def _clip_around(preset_dict: dict) -> Any:
+    from regionclip.clip.model import CLIP
+    from regionclip.clip.presets import ModelPreset
+
+    return CLIP(ModelPreset.from_dict(preset_dict))
+
+
+def load_detector(path: str | Path, proposal_preset: str | None = None, **overrides: Any) -> LoadedDetector:
+    """Rebuild a detector from a ``detector`` checkpoint alone; ``overrides`` change DetectorConfig fields."""
+    ckpt = load_checkpoint(path, kind="detector")
+    config = ckpt.config
+    try:
+        cfg = config_from_dict(DetectorConfig, {**config["detector"], **overrides})
+        clip = _clip_around(config["clip_preset"])
+        pconf = config["proposals"]
+    except KeyError as err:
+        raise CheckpointError(f"{path}: detector checkpoint config lacks {err}") from None
+    if pconf.get("kind") == "rpn":
+        generator = build_rpn_from_config(pconf["rpn"], proposal_preset or pconf.get("preset"))
+    else:
+        generator = GivenBoxes()
+    state = {k: v for k, v in ckpt.state_dict.items() if not k.startswith(TEXT_KEY)}
+    text = {k[len(TEXT_KEY) :]: v for k, v in ckpt.state_dict.items() if k.startswith(TEXT_KEY)}
+    detector = build_detector(cfg, RegionEncoder(clip.visual), generator, state["train_class_embeddings"])
+    load_state_dict_strict(detector, state, str(path))
+    if text:
+        own = clip.state_dict()
+        missing = [k for k in own if not k.startswith("visual.") and k not in text and k != "logit_scale"]
+        if missing:
+            raise CheckpointError(f"{path}: text encoder incomplete (missing {missing[:3]})")
+        with torch.no_grad():
+            for key, value in text.items():
+                own[key].copy_(value)
+    return LoadedDetector(detector.eval(), clip.eval(), bool(text), config)
+
+
+def _load_text_from_clip_file(clip: Any, path: Path) -> bool:
+    """Copy the text tower of the ``clip`` checkpoint ``path`` into ``clip``; whether it had a real one."""
+    ckpt = load_checkpoint(path, kind="clip")
+    if ckpt.config.get("text_tower", "present") == "missing":
+        return False
+    own = clip.state_dict()
+    with torch.no_grad():
+        for key, value in ckpt.state_dict.items():
+            if key.startswith(TEXT_PREFIXES) and key in own and own[key].shape == value.shape:
+                own[key].copy_(value)
+    return True
+
+
+# --------------------------------------------------------------------------------------------- images
+
+
+def read_image(source: Any) -> Image.Image:
+    """An RGB PIL image from a path, PIL image, numpy array (HxW or HxWx3/4; uint8 or float in [0, 1]) or
+    tensor (``[3, H, W]``, uint8 or float in [0, 1])."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise RegionCLIPError(f"image not found: {path}")
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise RegionCLIPError(f"{path}: cannot read the image ({err})") from None
+    if isinstance(source, Image.Image):
+        return source.convert("RGB")
+    if isinstance(source, Tensor):
+        t = source.detach().cpu()
+        if t.ndim != 3 or t.shape[0] not in (1, 3):
+            raise RegionCLIPError(f"image tensor: expected [3, H, W], got {tuple(t.shape)}")
+        source = t.permute(1, 2, 0).numpy()
+    if isinstance(source, np.ndarray):
+        arr = source
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[..., 0]
+        if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+            raise RegionCLIPError(f"image array: expected HxW or HxWx3, got shape {arr.shape}")
+        if arr.dtype != np.uint8:
+            arr = (np.clip(arr.astype(np.float32), 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+        return Image.fromarray(arr).convert("RGB")
+    raise RegionCLIPError(
+        f"image: expected a path, PIL image, numpy array or tensor, got {type(source).__name__}"
+    )
+
+
+def resized_size(height: int, width: int, min_size: int, max_size: int) -> tuple[int, int]:
+    """detectron2 ``ResizeShortestEdge`` target ``(H', W')``: shorter side ``min_size``, longer <= ``max_size``."""
+    scale = min_size / min(height, width)
+    new_h, new_w = height * scale, width * scale
+    if max(new_h, new_w) > max_size:
+        shrink = max_size / max(new_h, new_w)
+        new_h, new_w = new_h * shrink, new_w * shrink
+    return int(new_h + 0.5), int(new_w + 0.5)
+
+
+def to_tensor(image: Image.Image) -> Tensor:
+    """``[3, H, W]`` float RGB in [0, 1]."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1).float() / 255.0
+
+
+# -------------------------------------------------------------------------------------------- results
+
+
+@dataclass
+class DetectionResult:
+    """Detections of one image in ORIGINAL image pixels.
+
+    boxes ``[M, 4]`` xyxy; scores ``[M]``; labels ``[M]`` (indices into ``names``); region_embeddings
+    ``[M, D]``; names: the vocabulary; image: the original RGB image (for :meth:`plot`).
+    """
+
+    boxes: Tensor
+    scores: Tensor
+    labels: Tensor
+    region_embeddings: Tensor
+    names: list[str]
+    image: Image.Image | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.names[int(i)] for i in self.labels]
+
+    def as_detections(self) -> Detections:
+        return Detections(self.boxes, self.scores, self.labels, self.region_embeddings)
+
+    def plot(self, image: Image.Image | None = None, min_score: float = 0.0) -> Image.Image:
+        """The image with boxes, names and scores drawn (detections with score >= ``min_score``)."""
+        from regionclip.detect.visualize import draw_detections
+
+        base = image if image is not None else self.image
+        if base is None:
+            raise RegionCLIPError("plot: this result has no image; pass one: result.plot(image)")
+        keep = self.scores >= min_score
+        return draw_detections(
+            base,
+            self.boxes[keep].tolist(),
+            self.labels[keep].tolist(),
+            self.scores[keep].tolist(),
+            self.names,
+        )
+
+    def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict]:
+        """COCO results entries ``{image_id, category_id, bbox [x, y, w, h], score}``.
+
+        category_ids: the COCO id of each vocabulary entry (default 1..K in vocabulary order).
+        """
+        ids = list(category_ids) if category_ids is not None else list(range(1, len(self.names) + 1))
+        if len(ids) != len(self.names):
+            raise RegionCLIPError(f"to_coco: {len(ids)} category ids for a vocabulary of {len(self.names)}")
+        xywh = xyxy_to_xywh(self.boxes).tolist()
+        return [
+            {"image_id": int(image_id), "category_id": int(ids[int(lab)]), "bbox": [round(v, 2) for v in box],
+             "score": round(float(s), 5)}
+            for box, lab, s in zip(xywh, self.labels.tolist(), self.scores.tolist(), strict=True)
+        ]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------- Detector
+
+
+class Detector:
+    """Open-vocabulary detection on images: ``Detector.from_pretrained(path)(images, vocabulary=[...])``."""
+
+    def __init__(
+        self,
+        detector: OpenVocabDetector,
+        clip: Any,
+        has_text: bool,
+        min_size: int = 800,
+        max_size: int = 1333,
+        templates: Sequence[str] = OFFICIAL_TEMPLATES,
+        cache_dir: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        source: str = "",
+    ):
+        self.device = torch.device(device)
+        self.model = detector.to(self.device).eval()
+        self.clip = clip.to(self.device).eval()
+        self.has_text = has_text
+        self.min_size = min_size
+        self.max_size = max_size
+        self.templates = tuple(templates)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        self.source = source
+        self._banks: dict[tuple[str, ...], ConceptBank] = {}
+
+    # ---------------------------------------------------------------------------------- construction
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        rpn: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        min_size: int | None = None,
+        max_size: int | None = None,
+        cache_dir: str | Path | None = None,
+        templates: Sequence[str] | None = None,
+        **detector_overrides: Any,
+    ) -> Detector:
+        """Load a detector from:
+
+        * a ``detector`` checkpoint (``regionclip train-detector`` or ``regionclip convert`` of a finetuned
+          official checkpoint);
+        * a ``clip`` checkpoint (e.g. the pretrained RegionCLIP student) for zero-shot detection, with an
+          ``rpn`` checkpoint given as ``rpn`` (without one, boxes must be given to each call);
+        * a folder written by ``regionclip convert`` (``detector.safetensors`` or ``clip.safetensors`` +
+          ``rpn.safetensors``).
+
+        detector_overrides: :class:`DetectorConfig` fields (e.g. ``nms="hard"``, ``score_fusion="none"``).
+        """
+        path = Path(path)
+        if path.is_dir():
+            if (path / "detector.safetensors").is_file():
+                file = path / "detector.safetensors"
+            elif (path / "clip.safetensors").is_file():
+                file = path / "clip.safetensors"
+                if rpn is None and (path / "rpn.safetensors").is_file():
+                    rpn = path / "rpn.safetensors"
+            else:
+                raise CheckpointError(f"{path}: a folder without detector.safetensors or clip.safetensors")
+        else:
+            file = path
+        kind = read_checkpoint_metadata(file).get("kind")
+        if kind == "detector":
+            loaded = load_detector(file, **detector_overrides)
+            has_text = loaded.has_text
+            clip = loaded.clip
+            if not has_text and (file.parent / "clip.safetensors").is_file():
+                has_text = _load_text_from_clip_file(clip, file.parent / "clip.safetensors")
+            config = loaded.config
+            detector = loaded.detector
+        elif kind == "clip":
+            from regionclip.clip.checkpoint import load_clip
+
+            clip = load_clip(file)
+            config = load_checkpoint(file, kind="clip").config
+            has_text = config.get("text_tower", "present") != "missing"
+            if rpn is not None:
+                generator, _ = load_rpn_checkpoint(rpn, preset="zero_shot")
+                fusion = "logit"
+            else:
+                generator, fusion = GivenBoxes(), "none"
+            fields = {**ZERO_SHOT_DETECTOR, "score_fusion": fusion, **detector_overrides}
+            cfg = config_from_dict(DetectorConfig, fields)
+            placeholder = torch.zeros(1, clip.embed_dim)
+            detector = build_detector(cfg, RegionEncoder(clip.visual), generator, placeholder)
+        else:
+            raise CheckpointError(
+                f"{file}: is a '{kind}' checkpoint, expected a 'detector' or 'clip' checkpoint"
+            )
+        inp = config.get("input", {}) if isinstance(config.get("input"), dict) else {}
+        return cls(
+            detector,
+            clip,
+            has_text,
+            min_size=min_size or int(inp.get("min_size", 800)),
+            max_size=max_size or int(inp.get("max_size", 1333)),
+            templates=templates or tuple(config.get("templates") or OFFICIAL_TEMPLATES),
+            cache_dir=cache_dir,
+            device=device,
+            source=str(path),
+        )
+
+    # ---------------------------------------------------------------------------------- vocabulary
+    def vocabulary_bank(self, vocabulary: Sequence[str] | str | ConceptBank) -> ConceptBank:
+        """The concept bank of ``vocabulary`` (names, a comma-separated string, or a ready bank)."""
+        if isinstance(vocabulary, ConceptBank):
+            bank = vocabulary
+        else:
+            from regionclip.vocab import parse_vocabulary
+
+            names = tuple(parse_vocabulary(vocabulary))
+            if names in self._banks:
+                return self._banks[names]
+            if not self.has_text:
+                raise RegionCLIPError(
+                    f"{self.source}: this checkpoint has no text encoder, so names cannot be embedded; pass a "
+                    "ConceptBank as vocabulary, or convert the checkpoint with --text-weights (OpenAI CLIP .pt)"
+                )
+            bank = build_concept_bank(self.clip, list(names), self.templates, cache_dir=self.cache_dir)
+            self._banks[names] = bank
+        bank.check_dim(self.model.embed_dim, "this detector")
+        return bank
+
+    # ---------------------------------------------------------------------------------- inference
+    def _prepare(
+        self, images: Sequence[Any]
+    ) -> tuple[list[Image.Image], ImageBatch, list[tuple[float, float]]]:
+        originals = [read_image(img) for img in images]
+        tensors, scales = [], []
+        for img in originals:
+            w, h = img.size
+            new_h, new_w = resized_size(h, w, self.min_size, self.max_size)
+            resized = img if (new_h, new_w) == (h, w) else img.resize((new_w, new_h), Image.BILINEAR)
+            tensors.append(to_tensor(resized))
+            scales.append((w / new_w, h / new_h))
+        return originals, ImageBatch.from_images(tensors).to(self.device), scales
+
+    def __call__(
+        self,
+        images: Any,
+        vocabulary: Sequence[str] | str | ConceptBank,
+        boxes: Sequence[Tensor] | None = None,
+        batch_size: int = 1,
+        **predict_kwargs: Any,
+    ) -> list[DetectionResult]:
+        """Detect ``vocabulary`` in ``images`` (one image or a list); one :class:`DetectionResult` each.
+
+        boxes: per-image candidate boxes (original pixels, xyxy) for a detector without an RPN.
+        predict_kwargs: ``score_thresh``, ``nms``, ``max_dets``, ``apply_box_deltas``, ``score_fusion``.
+        """
+        single = not isinstance(images, (list, tuple))
+        images = [images] if single else list(images)
+        bank = self.vocabulary_bank(vocabulary)
+        class_embeddings = bank.embeddings.to(self.device)
+        if boxes is not None and len(boxes) != len(images):
+            raise RegionCLIPError(f"boxes: {len(boxes)} box tensors for {len(images)} images")
+        if boxes is None and isinstance(self.model.proposal_generator, GivenBoxes):
+            raise RegionCLIPError(f"{self.source}: no RPN: give an RPN checkpoint or boxes for each image")
+        results = []
+        for start in range(0, len(images), max(1, batch_size)):
+            chunk = images[start : start + max(1, batch_size)]
+            originals, batch, scales = self._prepare(chunk)
+            given = None
+            if boxes is not None:
+                given = [
+                    self._scale(torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4), s, inverse=True)
+                    for b, s in zip(boxes[start : start + len(chunk)], scales, strict=True)
+                ]
+            dets = self.model.predict(batch, class_embeddings, given, **predict_kwargs)
+            for det, img, s in zip(dets, originals, scales, strict=True):
+                det = det.to("cpu")
+                results.append(
+                    DetectionResult(
+                        self._scale(det.boxes, s),
+                        det.scores,
+                        det.labels,
+                        det.region_embeddings,
+                        list(bank.names),
+                        img,
+                    )
+                )
+        return results
+
+    @staticmethod
+    def _scale(boxes: Tensor, scale: tuple[float, float], inverse: bool = False) -> Tensor:
+        sx, sy = scale
+        factors = torch.tensor([sx, sy, sx, sy], dtype=boxes.dtype, device=boxes.device)
+        return boxes / factors if inverse else boxes * factors
+
+    @torch.no_grad()
+    def encode_regions(self, image: Any, boxes: Tensor | Sequence[Sequence[float]]) -> Tensor:
+        """Unnormalised region embeddings ``[N, D]`` of ``boxes`` (xyxy, original pixels) in ``image``."""
+        _, batch, scales = self._prepare([image])
+        boxes = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+        scaled = self._scale(boxes, scales[0], inverse=True).to(self.device)
+        return self.model.backbone(batch.tensor, [scaled]).cpu()
