@@ -144,3 +144,26 @@ def detector_train_transform(
 def detector_test_transform(short_size: int = 800, max_size: int = 1333) -> Compose:
     """The detector's test resize (§6.5): short side 800, max 1333, PIL bilinear, no flip."""
     return Compose([ResizeShortestEdge((short_size,), max_size, "bilinear")])
+
+
+class ResizeSquare:
+    """Resize the shorter side to ``size`` and centre-crop to ``size x size`` (CLIP's image-level input)."""
+
+    def __init__(self, size: int, interpolation: str = "bicubic"):
+        self.size = size
+        self.resample = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}[interpolation]
+
+    def __call__(
+        self, image: Image.Image, boxes: Tensor, rng: random.Random | None = None
+    ) -> tuple[Image.Image, Tensor]:
+        width, height = image.size
+        scale = self.size / min(width, height)
+        new_w, new_h = max(self.size, round(width * scale)), max(self.size, round(height * scale))
+        image = image.resize((new_w, new_h), self.resample)
+        left, top = (new_w - self.size) // 2, (new_h - self.size) // 2
+        image = image.crop((left, top, left + self.size, top + self.size))
+        boxes = scale_boxes(boxes, new_h / height, new_w / width) - boxes.new_tensor([left, top, left, top])
+        return image, boxes
+
+    def __repr__(self) -> str:
+        return f"ResizeSquare({self.size})"

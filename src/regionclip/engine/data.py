@@ -90,6 +90,9 @@ def map_style_batches(
             batch_sampler=batch_items(start_step),
             collate_fn=collate,
             num_workers=num_workers,
+            # its own generator: creating the iterator must not draw from the global RNG, which the
+            # engine restores on resume (a draw here would shift every later random number)
+            generator=torch.Generator().manual_seed(seed),
         )
         return iter(loader)
 

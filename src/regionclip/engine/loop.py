@@ -113,7 +113,9 @@ def train(
     model: nn.Module = task
     if dist.distributed:
         model = nn.parallel.DistributedDataParallel(
-            task, device_ids=[device.index] if device.type == "cuda" else None
+            task,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,  # buffers (frozen BN, concept pools) are identical on every rank
         )
     writer = None
     if dist.is_main:
