@@ -174,3 +174,15 @@ def test_pickle_that_executes_code_is_refused(tmp_path):
     import os
 
     assert not os.path.exists("/tmp/regionclip-pwned")
+
+
+def test_encode_text_cut_after_the_last_eot_is_exact(micro_model):
+    """Causal attention: padding after the batch's last EOT cannot change any EOT feature."""
+    tokens = micro_model.tokenize(["a cat.", "a photo of a big red fire hydrant."])
+    assert tokens.argmax(-1).max() + 1 < tokens.shape[1]
+    with torch.no_grad():
+        cut = micro_model.encode_text(tokens)
+        x = micro_model.token_embedding(tokens) + micro_model.positional_embedding
+        x = micro_model.ln_final(micro_model.transformer(x, attn_mask=micro_model.attn_mask))
+        full = x[torch.arange(2), tokens.argmax(-1)] @ micro_model.text_projection
+    assert (cut - full).abs().max().item() < 1e-5

@@ -307,7 +307,7 @@ def test_cli_pretrain_tiny_runs_skips_corrupt_samples_and_resumes_exactly(tmp_pa
         f"data.shards={shards}",
         "data.short_size=48",
         "data.max_size=80",
-        f"output_dir={out}",
+        f"out_dir={out}",
         "train.max_steps=4",
         "train.checkpoint_every=2",
         "train.batch_size=2",
@@ -332,7 +332,7 @@ def test_cli_pretrain_tiny_runs_skips_corrupt_samples_and_resumes_exactly(tmp_pa
     shutil.copytree(out, resumed)
     (resumed / "checkpoints" / "step_00000004.pt").unlink()
     (resumed / "student.safetensors").unlink()
-    assert main([a if not a.startswith("output_dir=") else f"output_dir={resumed}" for a in args]) == 0
+    assert main([a if not a.startswith("out_dir=") else f"out_dir={resumed}" for a in args]) == 0
     again = load_clip(resumed / "student.safetensors")
     for k, v in student.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k

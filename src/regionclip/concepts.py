@@ -149,16 +149,18 @@ def embed_names(
         raise RegionCLIPError("templates: the list is empty")
     prompts = [p for name in names for p in make_prompts(name, templates)]
     device = next(model.parameters()).device
-    feats = []
+    tokens = model.tokenize(prompts)  # [N * T, L]
+    # batches of prompts of similar length: encode_text cuts each batch after its longest prompt
+    order = torch.argsort(tokens.argmax(dim=-1), stable=True)
+    per_prompt = torch.empty(len(prompts), model.embed_dim)
     starts = range(0, len(prompts), batch_size)
     if progress:
         from tqdm import tqdm
 
         starts = tqdm(starts, desc="embedding prompts", unit="batch")
     for start in starts:
-        tokens = model.tokenize(prompts[start : start + batch_size]).to(device)
-        feats.append(model.encode_text(tokens).float().cpu())
-    per_prompt = torch.cat(feats)  # [N * T, D]
+        rows = order[start : start + batch_size]
+        per_prompt[rows] = model.encode_text(tokens[rows].to(device)).float().cpu()
     return per_prompt.view(len(names), len(templates), -1).mean(dim=1)
 
 

@@ -96,12 +96,19 @@ class CLIP(nn.Module):
         return self.visual(images)
 
     def encode_text(self, tokens: Tensor) -> Tensor:
-        """Unnormalised text embeddings ``[N, D]``: the projected feature at the EOT (largest) token."""
-        x = self.token_embedding(tokens)
-        x = x + self.positional_embedding
-        x = self.transformer(x, attn_mask=self.attn_mask)
+        """Unnormalised text embeddings ``[N, D]``: the projected feature at the EOT (largest) token.
+
+        The attention is causal, so positions after the last EOT of the batch cannot change any EOT
+        feature: the sequence is cut there (exactly the same result, and several times faster for
+        prompts, which fill about 10 of the 77 positions).
+        """
+        eot = tokens.argmax(dim=-1)
+        length = int(eot.max()) + 1 if tokens.shape[0] else 1
+        x = self.token_embedding(tokens[:, :length])
+        x = x + self.positional_embedding[:length]
+        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
         x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
+        x = x[torch.arange(x.shape[0], device=x.device), eot]
         return x @ self.text_projection
 
     def encode_regions(self, images: Tensor, boxes: list[Tensor], chunk_size: int = 256) -> Tensor:

@@ -4,9 +4,9 @@
     torchrun --nproc_per_node=N -m regionclip pretrain --config ... (one process per GPU)
 
 Builds the task (:func:`regionclip.pretrain.task.build_pretrain_task`) and the image-caption batches of this
-rank, runs the engine's training loop (resuming from the last checkpoint in ``output_dir``), then writes
-``output_dir/student.safetensors`` (a regionclip CLIP checkpoint: student image tower + original text tower)
-and ``output_dir/config.yaml`` (the resolved config). Skipped corrupt samples are counted and reported.
+rank, runs the engine's training loop (resuming from the last checkpoint in ``out_dir``), then writes
+``out_dir/student.safetensors`` (a regionclip CLIP checkpoint: student image tower + original text tower)
+and ``out_dir/config.yaml`` (the resolved config). Skipped corrupt samples are counted and reported.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(PretrainConfig, args.config, args.overrides)
     dist = init_distributed(cfg.device)
     try:
-        out_dir = Path(cfg.output_dir)
+        out_dir = Path(cfg.out_dir)
         config_dict = config_to_dict(cfg)
         if dist.is_main:
             save_config(cfg, out_dir / "config.yaml")

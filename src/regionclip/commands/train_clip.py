@@ -26,7 +26,7 @@ class TrainCLIPConfig:
     image_dir: str = ""  # folder the JSON's file names are relative to
     image_size: int | None = None  # training resolution; None = the preset's CLIP input size
     flip: float = 0.5  # horizontal flip probability
-    out: str = "runs/clip"  # output folder
+    out_dir: str = "runs/clip"  # output folder
     device: str | None = None  # "cpu", "cuda" or None (CUDA when available)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(max_steps=2000, batch_size=64, lr=0.05, warmup_steps=100)
@@ -73,7 +73,7 @@ def train_clip(cfg: TrainCLIPConfig) -> Path:
     make_batches = map_style_batches(
         dataset, cfg.train.batch_size, cfg.train.seed, dist, collate, num_workers=cfg.train.num_workers
     )
-    out = Path(cfg.out)
+    out = Path(cfg.out_dir)
     if dist.is_main:
         save_config(cfg, out / "config.yaml")
     task = CLIPTrainingTask(model)

@@ -79,5 +79,5 @@ class PretrainConfig:
             max_steps=600_000, batch_size=3, warmup_steps=1000, clip_grad_norm_per_param=5.0
         )
     )  # optimisation (official: 600k steps, 3 images x 32 ranks, LR 0.002, clip 5.0)
-    output_dir: str = "runs/pretrain"  # where checkpoints, logs, the student and the resolved config go
+    out_dir: str = "runs/pretrain"  # where checkpoints, logs, the student and the resolved config go
     device: str | None = None  # "cpu", "cuda" or None (CUDA when available)
