@@ -1,0 +1,338 @@
+"""The open-vocabulary detector: a CLIP C4 Fast R-CNN with a text-embedding classifier (paper §3.3;
+method reference §6.1-6.5 and §7).
+
+Training (``forward``): the frozen proposal generator (offline RPN, eval mode, no grad) proposes boxes; GT
+boxes are appended; 512 RoIs per image (25% foreground) are sampled; RoIAlign on res4 -> CLIP layer4 ->
+attention pool gives region embeddings; the classifier scores them against the frozen train-class
+embeddings (a buffer set at build time) and the class-agnostic regressor predicts box deltas; the losses
+are the recipe's classification loss, the L1 box loss and (LVIS) the mask loss.
+
+Inference (``predict``): the vocabulary is an ARGUMENT (class embeddings ``[K, D]`` of any K); nothing
+depends on the training vocabulary. Zero-shot inference is ``predict`` on a detector built around the
+pretrained region encoder with ``apply_box_deltas=False`` (the official ``NO_BOX_DELTA``), usually with
+:class:`~regionclip.proposals.GivenBoxes` or an RPN and ``score_fusion="logit"``.
+
+``build_detector`` is the only function that reads a :class:`DetectorConfig`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from regionclip.clip.model import freeze_stages
+from regionclip.detect.config import DetectorConfig, resolve_recipe
+from regionclip.detect.heads import BoxRegressor, BoxTransform, MaskHead, TextEmbeddingClassifier
+from regionclip.detect.losses import (
+    FocalScaledCrossEntropy,
+    WeightedCrossEntropy,
+    box_regression_loss,
+    mask_loss,
+)
+from regionclip.detect.postprocess import Detections, NmsKind, ScoreFusion, postprocess_image
+from regionclip.detect.sampling import RoISampler
+from regionclip.errors import RegionCLIPError
+from regionclip.proposals.base import ProposalGenerator, Proposals
+from regionclip.regions import RegionEncoder, attention_pool
+from regionclip.structures import ImageBatch, StepOutput
+
+
+@dataclass
+class DetectionBatch:
+    """A training batch of the detector.
+
+    images: the padded, CLIP-normalised images; targets: one dict per image with ``"boxes"`` ``[G, 4]``
+    float (xyxy input pixels), ``"labels"`` ``[G]`` long (indices into the TRAIN vocabulary, ``0..K-1``) and,
+    for a detector with a mask head, ``"masks"`` ``[G, H, W]`` bool/uint8 (image pixels, unpadded size);
+    given_boxes: optional per-image boxes ``[N_i, 4]`` passed to the proposal generator (e.g. precomputed
+    proposals for :class:`~regionclip.proposals.GivenBoxes`); ``None`` for an RPN.
+    """
+
+    images: ImageBatch
+    targets: list[dict[str, Tensor]]
+    given_boxes: list[Tensor] | None = None
+
+    def to(self, device: torch.device | str) -> DetectionBatch:
+        targets = [{k: v.to(device) for k, v in t.items()} for t in self.targets]
+        given = None if self.given_boxes is None else [b.to(device) for b in self.given_boxes]
+        return DetectionBatch(self.images.to(device), targets, given)
+
+
+class OpenVocabDetector(nn.Module):
+    """RegionCLIP's detector, composed from built parts (see :func:`build_detector`).
+
+    backbone: the region encoder (trunk -> res4, RoIAlign, layer4 + attention pool);
+    proposal_generator: frozen, always in eval mode; classifier / box_regressor: the region heads;
+    sampler: RoI matching and sampling; cls_loss: ``(logits [N, K+1], targets [N]) -> scalar``;
+    train_class_embeddings: ``[K_train, D]`` text embeddings of the training classes (frozen buffer);
+    box_transform: delta coding; mask_head: optional class-agnostic mask head on res5 RoI features.
+    The remaining scalars are the default inference settings of :meth:`predict`.
+    """
+
+    def __init__(
+        self,
+        backbone: RegionEncoder,
+        proposal_generator: ProposalGenerator,
+        classifier: TextEmbeddingClassifier,
+        box_regressor: BoxRegressor,
+        sampler: RoISampler,
+        cls_loss: Callable[[Tensor, Tensor], Tensor],
+        train_class_embeddings: Tensor,
+        box_transform: BoxTransform | None = None,
+        mask_head: MaskHead | None = None,
+        score_thresh: float = 0.001,
+        nms: NmsKind = "soft",
+        nms_thresh: float = 0.5,
+        soft_nms_sigma: float = 0.5,
+        soft_nms_prune: float = 0.001,
+        max_dets: int = 100,
+        score_fusion: ScoreFusion = "none",
+        apply_box_deltas: bool = True,
+    ):
+        super().__init__()
+        self.backbone = backbone
+        self.proposal_generator = proposal_generator.eval()
+        for p in self.proposal_generator.parameters():
+            p.requires_grad_(False)
+        self.classifier = classifier
+        self.box_regressor = box_regressor
+        self.mask_head = mask_head
+        self.sampler = sampler
+        self.cls_loss = cls_loss
+        self.box_transform = box_transform or BoxTransform()
+        self.register_buffer("train_class_embeddings", train_class_embeddings.detach().clone().float())
+        self.score_thresh = score_thresh
+        self.nms = nms
+        self.nms_thresh = nms_thresh
+        self.soft_nms_sigma = soft_nms_sigma
+        self.soft_nms_prune = soft_nms_prune
+        self.max_dets = max_dets
+        self.score_fusion = score_fusion
+        self.apply_box_deltas = apply_box_deltas
+
+    @property
+    def embed_dim(self) -> int:
+        return self.backbone.embed_dim
+
+    def train(self, mode: bool = True) -> OpenVocabDetector:
+        """Set training mode; the proposal generator stays in eval mode (official offline RPN)."""
+        super().train(mode)
+        self.proposal_generator.eval()
+        return self
+
+    # ----------------------------------------------------------------------------------------- training
+    def forward(self, batch: DetectionBatch) -> StepOutput:
+        """Training step: losses ``loss_cls``, ``loss_box_reg`` (+ ``loss_mask``) and sampling metrics."""
+        device = self.train_class_embeddings.device
+        batch = batch.to(device)
+        images = batch.images
+        gt_boxes = [t["boxes"].float().reshape(-1, 4) for t in batch.targets]
+        gt_labels = [t["labels"].long().reshape(-1) for t in batch.targets]
+        with torch.no_grad():
+            proposals = self.proposal_generator(images, batch.given_boxes)
+        num_classes = self.train_class_embeddings.shape[0]
+        rois = self.sampler([p.boxes.detach().float() for p in proposals], gt_boxes, gt_labels, num_classes)
+
+        res4 = self.backbone.trunk(images.tensor)
+        res5 = self.backbone.visual.layer4(self.backbone.pool(res4, rois.boxes))
+        embeddings = attention_pool(self.backbone.visual.attnpool, res5)  # [R, D]
+        logits = self.classifier(embeddings, self.train_class_embeddings)
+        deltas = self.box_regressor(embeddings)
+
+        all_rois = torch.cat(rois.boxes)
+        fg = rois.labels < num_classes
+        num_rois = int(all_rois.shape[0])
+        targets = self.box_transform.encode(all_rois[fg], rois.gt_boxes[fg])
+        losses = {
+            "loss_cls": self.cls_loss(logits, rois.labels),
+            "loss_box_reg": box_regression_loss(deltas, targets, fg, num_rois),
+        }
+        if self.mask_head is not None:
+            mask_logits = self.mask_head(res5[fg])
+            mask_targets = _mask_targets(batch.targets, rois.boxes, rois.gt_indices, mask_logits.shape[-1])
+            losses["loss_mask"] = mask_loss(mask_logits, mask_targets)
+        with torch.no_grad():
+            num_fg = int(fg.sum())
+            correct = logits.argmax(dim=1) == rois.labels
+            metrics = {
+                "num_fg_per_image": num_fg / max(len(images), 1),
+                "fg_fraction": num_fg / max(num_rois, 1),
+                "cls_accuracy": float(correct.float().mean()) if num_rois else 0.0,
+                "fg_cls_accuracy": float(correct[fg].float().mean()) if num_fg else 0.0,
+            }
+        return StepOutput(losses=losses, metrics=metrics)
+
+    # ---------------------------------------------------------------------------------------- inference
+    def propose(self, images: ImageBatch, given_boxes: list[Tensor] | None = None) -> list[Proposals]:
+        """Proposals of the frozen generator, one :class:`Proposals` per image."""
+        with torch.no_grad():
+            return self.proposal_generator(images, given_boxes)
+
+    def embed_regions(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
+        """Unnormalised region embeddings ``[sum N_i, D]`` of ``boxes`` on ``res4`` (chunked layer4 + pool)."""
+        return self.backbone.head(self.backbone.pool(res4, boxes))
+
+    @torch.no_grad()
+    def predict(
+        self,
+        images: ImageBatch,
+        class_embeddings: Tensor,
+        given_boxes: list[Tensor] | None = None,
+        *,
+        score_thresh: float | None = None,
+        nms: NmsKind | None = None,
+        max_dets: int | None = None,
+        apply_box_deltas: bool | None = None,
+        score_fusion: ScoreFusion | None = None,
+    ) -> list[Detections]:
+        """Detect the classes of ``class_embeddings`` in ``images``.
+
+        images: padded CLIP-normalised batch; class_embeddings: ``[K, D]`` text embeddings of the
+        vocabulary (any K; normalised here; labels index its rows); given_boxes: per-image boxes ``[N_i, 4]``
+        for a :class:`~regionclip.proposals.GivenBoxes` generator (ignored by an RPN). Keyword settings
+        default to the build-time recipe (``None``). Returns one :class:`Detections` per image, in input
+        pixels of ``images`` (rescale to the original resolution outside).
+        """
+        self._check_vocabulary(class_embeddings)
+        score_thresh = self.score_thresh if score_thresh is None else score_thresh
+        nms = self.nms if nms is None else nms
+        max_dets = self.max_dets if max_dets is None else max_dets
+        apply_box_deltas = self.apply_box_deltas if apply_box_deltas is None else apply_box_deltas
+        score_fusion = self.score_fusion if score_fusion is None else score_fusion
+
+        device = self.train_class_embeddings.device
+        images = images.to(device)
+        proposals = self.propose(images, given_boxes)
+        boxes = [p.boxes.float() for p in proposals]
+        res4 = self.backbone.trunk(images.tensor)
+        embeddings = self.embed_regions(res4, boxes)
+        logits = self.classifier(embeddings, class_embeddings.to(device))
+        all_boxes = torch.cat(boxes)
+        if apply_box_deltas:
+            all_boxes = self.box_transform.decode(self.box_regressor(embeddings), all_boxes)
+        counts = [len(p) for p in proposals]
+        results = []
+        for i, (lg, bx, emb, prop) in enumerate(
+            zip(
+                logits.split(counts),
+                all_boxes.split(counts),
+                embeddings.split(counts),
+                proposals,
+                strict=True,
+            )
+        ):
+            det = postprocess_image(
+                lg,
+                bx,
+                prop.objectness,
+                emb,
+                images.image_sizes[i],
+                score_thresh=score_thresh,
+                nms=nms,
+                nms_thresh=self.nms_thresh,
+                soft_nms_sigma=self.soft_nms_sigma,
+                soft_nms_prune=self.soft_nms_prune,
+                max_dets=max_dets,
+                score_fusion=score_fusion,
+            )
+            results.append(det)
+        if self.mask_head is not None:
+            self._predict_masks(res4, results)
+        return results
+
+    def _predict_masks(self, res4: Tensor, detections: list[Detections]) -> None:
+        """Fill ``masks`` ``[M, m, m]`` (probabilities, box coordinates) of each image's detections."""
+        res5 = self.backbone.visual.layer4(self.backbone.pool(res4, [d.boxes for d in detections]))
+        if res5.shape[0]:
+            probs = self.mask_head(res5).sigmoid()
+        else:
+            probs = res5.new_zeros((0, 2 * res5.shape[-2], 2 * res5.shape[-1]))
+        for det, m in zip(detections, probs.split([len(d) for d in detections]), strict=True):
+            det.masks = m
+
+    def _check_vocabulary(self, class_embeddings: Tensor) -> None:
+        if not isinstance(class_embeddings, Tensor) or class_embeddings.dim() != 2:
+            got = (
+                tuple(class_embeddings.shape)
+                if isinstance(class_embeddings, Tensor)
+                else type(class_embeddings)
+            )
+            raise RegionCLIPError(f"class_embeddings: expected a [K, {self.embed_dim}] tensor, got {got}")
+        k, d = class_embeddings.shape
+        if k == 0:
+            raise RegionCLIPError("class_embeddings: the vocabulary is empty (expected at least one class)")
+        if d != self.embed_dim:
+            raise RegionCLIPError(
+                f"class_embeddings: dimension {d} does not match the detector's region embeddings ({self.embed_dim})"
+            )
+
+
+def _mask_targets(
+    targets: list[dict[str, Tensor]], rois: list[Tensor], gt_indices: list[Tensor], resolution: int
+) -> Tensor:
+    """0/1 mask targets ``[F, m, m]`` of the foreground RoIs: each RoI's matched GT mask RoIAligned to m x m."""
+    out = []
+    for target, boxes, idx in zip(targets, rois, gt_indices, strict=True):
+        fg = idx >= 0
+        if not bool(fg.any()):
+            continue
+        if "masks" not in target:
+            raise RegionCLIPError("detector with a mask head: every training target needs 'masks' [G, H, W]")
+        masks = target["masks"][idx[fg]].float()[:, None]  # [F_i, 1, H, W]
+        index = torch.arange(masks.shape[0], device=masks.device, dtype=masks.dtype)[:, None]
+        rois_i = torch.cat([index, boxes[fg].to(masks.dtype)], dim=1)
+        crops = roi_align(masks, rois_i, resolution, spatial_scale=1.0, sampling_ratio=0, aligned=True)
+        out.append((crops[:, 0] >= 0.5).float())
+    if not out:
+        return torch.zeros((0, resolution, resolution), device=rois[0].device)
+    return torch.cat(out)
+
+
+def build_detector(
+    cfg: DetectorConfig,
+    backbone: RegionEncoder,
+    proposal_generator: ProposalGenerator,
+    train_class_embeddings: Tensor,
+) -> OpenVocabDetector:
+    """Build the detector of ``cfg`` (recipe resolved here) around a region encoder and proposal generator.
+
+    backbone: e.g. ``RegionEncoder(load_clip(path).visual)`` (the pretrained RegionCLIP student);
+    train_class_embeddings: ``[K_train, D]`` text embeddings of the training classes (e.g. the 48 COCO base
+    classes). Freezes the first ``cfg.freeze_at`` backbone stages and the proposal generator.
+    """
+    cfg = resolve_recipe(cfg)
+    if train_class_embeddings.dim() != 2 or train_class_embeddings.shape[1] != backbone.embed_dim:
+        raise RegionCLIPError(
+            f"train class embeddings: expected [K, {backbone.embed_dim}], got {tuple(train_class_embeddings.shape)}"
+        )
+    freeze_stages(backbone.visual, cfg.freeze_at)
+    if cfg.cls_loss == "focal":
+        cls_loss: nn.Module = FocalScaledCrossEntropy(cfg.focal_gamma, cfg.bg_loss_weight)
+    else:
+        cls_loss = WeightedCrossEntropy(cfg.bg_loss_weight)
+    mask_head = None
+    if cfg.mask_on:
+        mask_head = MaskHead(backbone.visual.attnpool.positional_embedding.shape[1])
+    return OpenVocabDetector(
+        backbone=backbone,
+        proposal_generator=proposal_generator,
+        classifier=TextEmbeddingClassifier(backbone.embed_dim, cfg.temperature, cfg.learnable_background),
+        box_regressor=BoxRegressor(backbone.embed_dim),
+        sampler=RoISampler(cfg.rois_per_image, cfg.positive_fraction, cfg.fg_iou_thresh),
+        cls_loss=cls_loss,
+        train_class_embeddings=train_class_embeddings,
+        box_transform=BoxTransform(cfg.box_weights),
+        mask_head=mask_head,
+        score_thresh=cfg.score_thresh,
+        nms=cfg.nms,
+        nms_thresh=cfg.nms_thresh,
+        soft_nms_sigma=cfg.soft_nms_sigma,
+        soft_nms_prune=cfg.soft_nms_prune,
+        max_dets=cfg.max_dets,
+        score_fusion=cfg.score_fusion,
+        apply_box_deltas=cfg.apply_box_deltas,
+    )
