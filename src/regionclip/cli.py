@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     module = importlib.import_module(f"regionclip.commands.{module_name}")
     parser = argparse.ArgumentParser(prog=f"regionclip {name}", description=help_)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_intermixed_args(argv[1:])  # options may follow key=value overrides
     try:
         code = module.run(args)
     except RegionCLIPError as err:

@@ -37,8 +37,9 @@ from regionclip.structures import StepOutput
 class TrainConfig:
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 2  # images per rank per step
+    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD (official RegionCLIP) or AdamW (CLIP training from scratch)
     lr: float = 0.002  # base learning rate (official 0.002)
-    momentum: float = 0.9  # SGD momentum
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1; beta2 is 0.98 as in CLIP)
     weight_decay: float = 1e-4  # applied to all trainable parameters, biases included (official)
     warmup_steps: int = 1000  # linear warm-up length (official: 1000 pretraining, 5000 detection)
     warmup_factor: float = 0.001  # LR multiplier at step 0
@@ -92,7 +93,12 @@ def train(
     params = [p for p in task.parameters() if p.requires_grad]
     if not params:
         raise RegionCLIPError("nothing to train: the task has no trainable parameters")
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(
+            params, lr=cfg.lr, betas=(cfg.momentum, 0.98), eps=1e-6, weight_decay=cfg.weight_decay
+        )
     schedule = warmup_multistep(
         cfg.max_steps, cfg.warmup_steps, cfg.warmup_factor, cfg.lr_milestones, cfg.gamma
     )

@@ -233,9 +233,11 @@ def load_concept_pool(path: str, names: str | None, key: str) -> ConceptBank:
         raise ConfigError(
             f"{key} is not set: give a concept bank (.safetensors) or an official .pth embedding file"
         )
+    if Path(path).suffix == ".pth" and not names:
+        raise ConfigError(f"{key} is an official .pth tensor ({path}); also give its names file")
+    if not Path(path).is_file():
+        raise ConfigError(f"{key}: concept bank not found: {path}")
     if Path(path).suffix == ".pth":
-        if not names:
-            raise ConfigError(f"{key} is an official .pth tensor ({path}); also give its names file")
         return load_official_embeddings(path, names)
     return ConceptBank.load(path)
 
