@@ -186,3 +186,21 @@ def test_encode_text_cut_after_the_last_eot_is_exact(micro_model):
         x = micro_model.ln_final(micro_model.transformer(x, attn_mask=micro_model.attn_mask))
         full = x[torch.arange(2), tokens.argmax(-1)] @ micro_model.text_projection
     assert (cut - full).abs().max().item() < 1e-5
+
+
+def test_clip_training_uses_batch_statistics_and_saves_frozen_bn():
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    from regionclip.clip.train import CLIPTrainingTask
+
+    model = regionclip.create_model("RN-micro")
+    task = CLIPTrainingTask(model).train()
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.visual.modules())
+    images, tokens = torch.randn(4, 3, 64, 64), model.tokenize(["a cat", "a dog", "a car", "a cup"])
+    out = task((images, tokens))
+    out.losses["loss_clip"].backward()
+    assert model.visual.bn1.running_mean.abs().sum() > 0  # statistics were updated from the batch
+    frozen = task.frozen_model()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.visual.modules())
+    assert any(isinstance(m, FrozenBatchNorm2d) for m in frozen.visual.modules())
+    assert torch.equal(frozen.visual.bn1.running_mean, model.visual.bn1.running_mean)

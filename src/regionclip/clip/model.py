@@ -29,9 +29,26 @@ def freeze_batch_norm(module: nn.Module) -> nn.Module:
                 frozen.bias.copy_(child.bias)
                 frozen.running_mean.copy_(child.running_mean)
                 frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen)
+            setattr(module, name, frozen.to(child.weight.device))
         else:
             freeze_batch_norm(child)
+    return module
+
+
+def unfreeze_batch_norm(module: nn.Module) -> nn.Module:
+    """Replace every ``FrozenBatchNorm2d`` under ``module`` by a trainable ``BatchNorm2d`` with the same
+    statistics: for training CLIP itself from scratch (with batch statistics), never for RegionCLIP."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, FrozenBatchNorm2d):
+            bn = nn.BatchNorm2d(child.weight.shape[0], eps=child.eps)
+            with torch.no_grad():
+                bn.weight.copy_(child.weight)
+                bn.bias.copy_(child.bias)
+                bn.running_mean.copy_(child.running_mean)
+                bn.running_var.copy_(child.running_var)
+            setattr(module, name, bn.to(child.weight.device))
+        else:
+            unfreeze_batch_norm(child)
     return module
 
 

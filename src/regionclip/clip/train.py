@@ -18,12 +18,24 @@ from regionclip.structures import StepOutput
 class CLIPTrainingTask(nn.Module):
     """Wraps a :class:`~regionclip.clip.model.CLIP` for contrastive training.
 
-    batch: ``(images [B, 3, S, S] CLIP-normalised, tokens [B, L] long)``.
+    The image tower trains with ordinary BatchNorm (batch statistics), as OpenAI trained CLIP; RegionCLIP
+    freezes BN, and so does every other stage. :meth:`frozen_model` gives the model back with its BN frozen
+    at the running statistics. batch: ``(images [B, 3, S, S] CLIP-normalised, tokens [B, L] long)``.
     """
 
     def __init__(self, model: nn.Module):
         super().__init__()
+        from regionclip.clip.model import unfreeze_batch_norm
+
+        unfreeze_batch_norm(model.visual)
         self.model = model
+
+    def frozen_model(self) -> nn.Module:
+        """The trained CLIP with frozen BatchNorm (running statistics), in eval mode."""
+        from regionclip.clip.model import freeze_batch_norm
+
+        freeze_batch_norm(self.model.visual)
+        return self.model.eval()
 
     def forward(self, batch: tuple[Tensor, Tensor]) -> StepOutput:
         device = self.model.logit_scale.device

@@ -80,7 +80,7 @@ def train_clip(cfg: TrainCLIPConfig) -> Path:
     train(task, make_batches, cfg.train, out, dist, config_to_dict(cfg), desc="train-clip")
     path = out / "clip.safetensors"
     if dist.is_main:
-        save_clip(model.eval(), path, {"trained_on": cfg.captions_json})
+        save_clip(task.frozen_model(), path, {"trained_on": cfg.captions_json})
         skipped = sum(dataset.skipped.values())
         if skipped:
             print(f"train-clip: skipped {skipped} unreadable samples ({dict(dataset.skipped)})")
