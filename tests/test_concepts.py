@@ -77,7 +77,7 @@ def test_dimension_mismatch_names_both_dimensions():
     [
         ([], "empty"),
         (["cat", 3], "entry 1 is int"),
-        (["cat", "cat"], "appears twice"),
+        (["cat", "cat"], "duplicate names: .cat."),
         (["cat", " "], "blank"),
         ("cat", "single string"),
     ],

@@ -68,7 +68,7 @@ def test_detect_on_generated_and_real_photos(micro_folder, tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("vocab_args", "message"),
-    [(["--vocab", " , "], "empty"), (["--vocab", "cat,dog,cat"], "duplicate class names: 'cat'"),
+    [(["--vocab", " , "], "empty"), (["--vocab", "cat,dog,cat"], "duplicate names: 'cat'"),
      (["--vocab", "lvis"], "--lvis-json")],
 )  # fmt: skip
 def test_bad_vocabulary_is_one_line_error(micro_folder, tmp_path, capsys, vocab_args, message):

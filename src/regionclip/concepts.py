@@ -52,11 +52,14 @@ def validate_names(names: Sequence[str], what: str = "concept names") -> list[st
             raise RegionCLIPError(f"{what}: entry {i} is {type(name).__name__} {name!r}, expected a string")
         if not name.strip():
             raise RegionCLIPError(f"{what}: entry {i} is blank")
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names):
-        if name in seen:
-            raise RegionCLIPError(f"{what}: {name!r} appears twice (entries {seen[name]} and {i})")
-        seen[name] = i
+    seen: set[str] = set()
+    duplicates: list[str] = []
+    for name in names:
+        if name in seen and name not in duplicates:
+            duplicates.append(name)
+        seen.add(name)
+    if duplicates:
+        raise RegionCLIPError(f"{what}: duplicate names: {', '.join(repr(d) for d in duplicates)}")
     return names
 
 

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+from regionclip.concepts import read_names_file, validate_names
 from regionclip.errors import RegionCLIPError
 
 # COCO-2017 category names in category-id order (ids 1..90 with gaps; 80 classes).
@@ -59,32 +60,12 @@ NEEDS_FILE = {
 
 def check_names(names: Sequence[str], source: str = "vocabulary") -> list[str]:
     """Strip names and refuse an empty vocabulary, blank entries or duplicates (naming them)."""
-    names = [str(n).strip() for n in names]
-    if not names:
-        raise RegionCLIPError(f"{source}: the vocabulary is empty; give at least one class name")
-    if any(not n for n in names):
-        raise RegionCLIPError(f"{source}: entry {names.index('')} is blank")
-    seen: set[str] = set()
-    dups: list[str] = []
-    for n in names:
-        if n in seen and n not in dups:
-            dups.append(n)
-        seen.add(n)
-    if dups:
-        raise RegionCLIPError(f"{source}: duplicate class names: {', '.join(repr(d) for d in dups)}")
-    return names
+    return validate_names([str(n).strip() for n in names], what=source)
 
 
 def read_vocabulary_file(path: str | Path) -> list[str]:
     """Names from a UTF-8 text file, one per line; blank lines ignored."""
-    path = Path(path)
-    if not path.is_file():
-        raise RegionCLIPError(f"vocabulary file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise RegionCLIPError(f"{path}: not UTF-8 text (byte {err.start})") from None
-    return check_names([line for line in text.splitlines() if line.strip()], str(path))
+    return read_names_file(path)
 
 
 def lvis_names_from_json(path: str | Path) -> list[str]:
