@@ -117,7 +117,7 @@ def test_train_has_no_novel_boxes_val_has_them(tiny):
 
 
 def test_boxes_inside_images_and_non_degenerate(tiny):
-    for split in world.SPLITS:
+    for split in world.SCENE_SPLITS:
         data = _load(tiny.instances[split])
         sizes = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
         ids = [a["id"] for a in data["annotations"]]
@@ -148,7 +148,7 @@ def test_boxes_are_tight_around_painted_pixels():
 def test_captions_mention_only_present_objects(tiny):
     cats = world.categories()
     novel_ids = {c.id for c in cats if c.split == "novel"}
-    for split in world.SPLITS:
+    for split in world.SCENE_SPLITS:
         boxed: dict[int, set[int]] = {}
         for a in _load(tiny.instances[split])["annotations"]:
             boxed.setdefault(a["image_id"], set()).add(a["category_id"])
@@ -268,3 +268,15 @@ def test_cli_unknown_size_is_a_one_line_error(tmp_path, capsys):
     assert main(["make-world", str(tmp_path / "w"), "--size", "huge"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unknown world size 'huge'" in err
+
+
+def test_web_split_is_iconic_with_alt_text(tmp_path):
+    info = world.generate_world(tmp_path / "w", size={"train": 2, "val": 1, "web": 6}, seed=4, workers=1)
+    caps = _load(info.captions["web"])
+    assert len(caps["images"]) == 6 and len(caps["annotations"]) == 6 * world.CAPTIONS_PER_IMAGE
+    cats = {c.id: c for c in world.categories()}
+    for ann in caps["annotations"]:
+        (cat_id,) = ann["category_ids"]  # exactly one object, named in every caption
+        assert any(p in ann["caption"] for p in cats[cat_id].phrases())
+    assert "web" not in info.instances and "web" not in info.shards  # never boxed, never in shards
+    assert not (tmp_path / "w" / "annotations" / "instances_web.json").exists()

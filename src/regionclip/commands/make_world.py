@@ -11,7 +11,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "out", help="output folder (created; an existing world of the same size and seed is reused)"
     )
-    sizes = ", ".join(f"{name} ({n['train']} train + {n['val']} val images)" for name, n in SIZES.items())
+    sizes = ", ".join(
+        f"{name} ({n['train']} train + {n['val']} val scenes, {n.get('web', 0)} web images)"
+        for name, n in SIZES.items()
+    )
     parser.add_argument("--size", default="quick", help=f"world size: {sizes}")
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: all CPUs)")
@@ -28,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
         f"world {info.root}: train {c['train_images']} images / {c['train_boxes']} base boxes, "
         f"val {c['val_images']} images / {c['val_boxes']} boxes, {len(info.category_names)} categories "
         f"({len(info.base_names)} base, {len(info.novel_names)} novel), "
-        f"{c['train_captions'] + c['val_captions']} captions; {took}"
+        f"{c['train_captions'] + c['val_captions']} captions, {c.get('web_images', 0)} web images; {took}"
     )
     return 0

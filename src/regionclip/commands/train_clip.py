@@ -22,8 +22,8 @@ from regionclip.engine.loop import TrainConfig
 class TrainCLIPConfig:
     model: str = "RN-tiny"  # CLIP preset (see regionclip.list_models())
     weights: str | None = None  # optional initial weights (OpenAI .pt or regionclip .safetensors)
-    captions_json: str = ""  # COCO captions JSON of the training pairs
-    image_dir: str = ""  # folder the JSON's file names are relative to
+    captions_json: list[str] = field(default_factory=list)  # COCO captions JSON files of the training pairs
+    image_dir: list[str] = field(default_factory=list)  # image folder of each captions file (same order)
     image_size: int | None = None  # training resolution; None = the preset's CLIP input size
     flip: float = 0.5  # horizontal flip probability
     out_dir: str = "runs/clip"  # output folder
@@ -57,14 +57,19 @@ def train_clip(cfg: TrainCLIPConfig) -> Path:
     from regionclip.errors import ConfigError
     from regionclip.structures import normalize_image
 
-    if not cfg.captions_json or not cfg.image_dir:
-        raise ConfigError("train-clip needs captions_json and image_dir (e.g. captions_json=world/annotations/...)")
+    if not cfg.captions_json or len(cfg.captions_json) != len(cfg.image_dir):
+        raise ConfigError(
+            "train-clip needs captions_json and image_dir lists of the same length, "
+            "e.g. captions_json=[world/annotations/captions_web.json] image_dir=[world/images/web]"
+        )
     dist = init_distributed(cfg.device)
     model = regionclip.create_model(cfg.model, pretrained=cfg.weights)
     size = cfg.image_size or model.preset.vision.image_size
-    dataset = CocoCaptions(
-        cfg.captions_json, cfg.image_dir, transform=Compose([ResizeSquare(size), RandomHorizontalFlip(cfg.flip)])
-    )
+    transform = Compose([ResizeSquare(size), RandomHorizontalFlip(cfg.flip)])
+    parts = [
+        CocoCaptions(c, d, transform=transform) for c, d in zip(cfg.captions_json, cfg.image_dir, strict=True)
+    ]
+    dataset = torch.utils.data.ConcatDataset(parts)
 
     def collate(samples):
         images = torch.stack([normalize_image(s.image) for s in samples])
@@ -81,8 +86,8 @@ def train_clip(cfg: TrainCLIPConfig) -> Path:
     path = out / "clip.safetensors"
     if dist.is_main:
         save_clip(task.frozen_model(), path, {"trained_on": cfg.captions_json})
-        skipped = sum(dataset.skipped.values())
+        skipped = sum(sum(p.skipped.values()) for p in parts)
         if skipped:
-            print(f"train-clip: skipped {skipped} unreadable samples ({dict(dataset.skipped)})")
+            print(f"train-clip: skipped {skipped} unreadable samples")
         print(f"train-clip: wrote {path}")
     return path

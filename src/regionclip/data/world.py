@@ -41,7 +41,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from regionclip.errors import DataError, RegionCLIPError
 from regionclip.io import atomic_write_json, atomic_write_text
 
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 IMAGE_SIZE = 160  # side of every (square) image, pixels
 JPEG_QUALITY = 90
 CAPTIONS_PER_IMAGE = 3
@@ -54,10 +54,15 @@ GLYPH_FONT_SIZE = 128  # glyphs are rendered once at this size and resized per o
 
 # image counts per split for each named size (the demo's time budget is tuned here)
 SIZES: dict[str, dict[str, int]] = {
-    "quick": {"train": 600, "val": 120},
-    "default": {"train": 3000, "val": 400},
+    "quick": {"train": 600, "val": 120, "web": 600},
+    "default": {"train": 3000, "val": 400, "web": 3000},
 }
-SPLITS = ("train", "val")
+# train / val: cluttered scenes with boxes and captions (RegionCLIP's pretraining and detection data).
+# web: iconic single-object images with alt-text captions, the stand-in for the web-scale pairs OpenAI's
+# CLIP learnt its concepts from (WIT-400M); used only to train the miniature world's CLIP teacher.
+SPLITS = ("train", "val", "web")
+SCENE_SPLITS = ("train", "val")
+ICONIC_SIZE_RANGE = (0.45, 0.85)  # object side as a fraction of the image side, web split
 
 # (code point, name, plural, synonyms, kind). Names are natural English nouns; no name or synonym occurs as
 # whole words inside another category's name or synonym, nor in the caption templates or scene words.
@@ -652,6 +657,46 @@ def render_scene(seed: int, split: str, index: int) -> _Scene:
     return _Scene(buf.getvalue(), objects, scene_phrases, captions)
 
 
+_ALT_TEXTS = ("a photo of {a} {x}.", "{x}", "{a} {x}", "{x} on a plain background", "stock photo of {a} {x}",
+              "{a} {c}{x}", "close-up of {a} {x}", "{x}, isolated", "my {x}", "picture of the {x}",
+              "{a} {c}{x} icon", "the {x} in close-up")  # fmt: skip
+
+
+def render_iconic(seed: int, index: int) -> _Scene:
+    """Web image ``index``: one large object on a background with alt-text captions naming it."""
+    rng = np.random.default_rng((seed, SPLITS.index("web"), index))
+    cats = categories()
+    s = IMAGE_SIZE
+    bg, _ = _background(rng)
+    canvas = np.clip(bg, 0, 255).astype(np.float32)
+    owner = np.full((s, s), -1, dtype=np.int16)
+    cat = cats[int(rng.integers(len(cats)))]
+    rel = float(rng.uniform(*ICONIC_SIZE_RANGE))
+    rgba = np.asarray(_transform_glyph(_glyphs()[cat.id].rgba, rel * s, rng)).copy()[:s, :s]
+    x = int(rng.integers(0, s - rgba.shape[1] + 1))
+    y = int(rng.integers(0, s - rgba.shape[0] + 1))
+    _paint(canvas, owner, rgba, x, y, 0, None)
+    ys, xs = np.nonzero(owner == 0)
+    box = (
+        (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        if len(xs)
+        else (x, y, x + 1, y + 1)
+    )
+    img = _photometric(canvas, rng)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    colour = _glyphs()[cat.id].colour
+    captions = []
+    for _ in range(CAPTIONS_PER_IMAGE):
+        use_syn = cat.synonyms and rng.random() < 0.35
+        name = cat.synonyms[int(rng.integers(len(cat.synonyms)))] if use_syn else cat.name
+        c = f"{colour} " if colour is not None and rng.random() < 0.5 else ""
+        text = str(rng.choice(_ALT_TEXTS)).format(a=_article(c + name), x=name, c=c)
+        captions.append((text, [cat.id]))
+    objects = [_Object(cat.id, box, len(xs), rel)]
+    return _Scene(buf.getvalue(), objects, (), captions)
+
+
 def _noise_bank() -> np.ndarray:
     """Unit Gaussian noise [4, S + 32, S + 32, 3] int16 (x16), drawn once per process from a fixed seed."""
     global _NOISE
@@ -817,9 +862,9 @@ class WorldInfo:
 
     root: Path
     images: dict[str, Path]  # split -> folder of JPEGs
-    instances: dict[str, Path]  # split -> COCO instances JSON (train: base boxes only)
-    captions: dict[str, Path]  # split -> COCO captions JSON
-    shards: dict[str, list[Path]]  # split -> webdataset tar shards
+    instances: dict[str, Path]  # train/val -> COCO instances JSON (train: base boxes only)
+    captions: dict[str, Path]  # split -> COCO captions JSON (web: iconic images, alt-text captions)
+    shards: dict[str, list[Path]]  # train/val -> webdataset tar shards
     world_json: Path
     license: Path
     category_names: list[str]  # all categories, id order
@@ -836,12 +881,13 @@ class WorldInfo:
         if not path.is_file():
             raise DataError(f"{root} is not a miniature world: {path} is missing (run regionclip make-world)")
         meta = json.loads(path.read_text(encoding="utf-8"))
+        present = [s for s in SPLITS if meta["counts"].get(f"{s}_images", 0) > 0 or s in SCENE_SPLITS]
         return cls(
             root=root,
-            images={s: root / "images" / s for s in SPLITS},
-            instances={s: root / "annotations" / f"instances_{s}.json" for s in SPLITS},
-            captions={s: root / "annotations" / f"captions_{s}.json" for s in SPLITS},
-            shards={s: [root / p for p in meta["shards"][s]] for s in SPLITS},
+            images={s: root / "images" / s for s in present},
+            instances={s: root / "annotations" / f"instances_{s}.json" for s in SCENE_SPLITS},
+            captions={s: root / "annotations" / f"captions_{s}.json" for s in present},
+            shards={s: [root / p for p in meta["shards"][s]] for s in SCENE_SPLITS},
             world_json=path,
             license=root / "LICENSE-ATTRIBUTION.md",
             category_names=[c["name"] for c in meta["categories"]],
@@ -855,15 +901,18 @@ def _resolve_counts(size: str | Mapping[str, int]) -> tuple[str, dict[str, int]]
     if isinstance(size, str):
         if size not in SIZES:
             raise RegionCLIPError(f"unknown world size {size!r}: expected one of {', '.join(SIZES)}")
-        return size, dict(SIZES[size])
-    counts = dict(size)
+        return size, {"web": 0, **SIZES[size]}
+    counts = {"web": 0, **dict(size)}
     if set(counts) != set(SPLITS) or not all(isinstance(v, int) and v >= 0 for v in counts.values()):
-        raise RegionCLIPError(f"world size {counts!r}: expected {{'train': int >= 0, 'val': int >= 0}}")
+        raise RegionCLIPError(
+            f"world size {dict(size)!r}: expected {{'train': int >= 0, 'val': int >= 0, 'web': int >= 0 (optional)}}"
+        )
     return "custom", counts
 
 
 def _render_job(job: tuple[int, str, int]) -> _Scene:
-    return render_scene(*job)
+    seed, split, index = job
+    return render_iconic(seed, index) if split == "web" else render_scene(seed, split, index)
 
 
 def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -924,7 +973,7 @@ def _same_world(meta: dict[str, Any], size_name: str, counts: dict[str, int], se
         meta.get("generator_version") == GENERATOR_VERSION
         and meta.get("seed") == seed
         and meta.get("size") == size_name
-        and {s: meta.get("counts", {}).get(f"{s}_images") for s in SPLITS} == counts
+        and {s: meta.get("counts", {}).get(f"{s}_images", 0) for s in SPLITS} == counts
     )
 
 
@@ -937,7 +986,7 @@ def generate_world(
 ) -> WorldInfo:
     """Generate the miniature world under ``out_dir`` (or return it if it is already there).
 
-    ``size`` is ``"quick"`` / ``"default"`` (see :data:`SIZES`) or ``{"train": n, "val": m}``. The world is
+    ``size`` is ``"quick"`` / ``"default"`` (see :data:`SIZES`) or ``{"train": n, "val": m, "web": k}``. The world is
     written into a temporary sibling folder and renamed into place at the end, so an interrupted run leaves
     no half world. An existing complete world with the same size, seed and generator version is returned
     as is; a different one is an error unless ``overwrite`` (then it is replaced).
@@ -986,12 +1035,15 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
     base_ids = {c.id for c in cats if c.split == "base"}
     totals: dict[str, int] = {}
     shard_paths: dict[str, list[str]] = {}
-    first_id = {"train": 1, "val": counts["train"] + 1}
+    counts = {"web": 0, **counts}
+    first_id = {"train": 1, "val": counts["train"] + 1, "web": counts["train"] + counts["val"] + 1}
     for split in SPLITS:
+        if counts[split] == 0 and split == "web":
+            continue
         img_dir = root / "images" / split
         img_dir.mkdir(parents=True)
         (root / "shards").mkdir(exist_ok=True)
-        shards = _ShardWriter(root / "shards", split)
+        shards = _ShardWriter(root / "shards", split) if split in SCENE_SPLITS else None
         images, boxes, caps = [], [], []
         jobs = [(seed, split, i) for i in range(counts[split])]
         for i, scene in enumerate(_iter_scenes(jobs, workers)):
@@ -1012,12 +1064,14 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
                 caps.append(
                     {"id": len(caps) + 1, "image_id": image_id, "caption": text, "category_ids": mentioned}
                 )
-            sample = {"captions": texts, "image_id": image_id}
-            shards.write(
-                key, {"jpg": scene.jpeg, "txt": texts[0].encode(), "json": json.dumps(sample).encode()}
-            )
-        shards.close()
-        shard_paths[split] = [str(p.relative_to(root)) for p in shards.paths]
+            if shards is not None:
+                sample = {"captions": texts, "image_id": image_id}
+                shards.write(
+                    key, {"jpg": scene.jpeg, "txt": texts[0].encode(), "json": json.dumps(sample).encode()}
+                )
+        if shards is not None:
+            shards.close()
+            shard_paths[split] = [str(p.relative_to(root)) for p in shards.paths]
         info = {
             "description": f"regionclip miniature world ({split}, seed {seed})",
             "version": GENERATOR_VERSION,
@@ -1025,9 +1079,10 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
         licenses = [{"id": 1, "name": "CC BY-SA 4.0 (derived from OpenMoji)",
                      "url": "https://creativecommons.org/licenses/by-sa/4.0/"}]  # fmt: skip
         images_no_scene = [{k: v for k, v in im.items() if k != "scene"} for im in images]
-        atomic_write_json(root / "annotations" / f"instances_{split}.json",
-                          {"info": info, "licenses": licenses, "images": images_no_scene, "annotations": boxes,
-                           "categories": cat_json}, indent=None)  # fmt: skip
+        if split in SCENE_SPLITS:
+            atomic_write_json(root / "annotations" / f"instances_{split}.json",
+                              {"info": info, "licenses": licenses, "images": images_no_scene, "annotations": boxes,
+                               "categories": cat_json}, indent=None)  # fmt: skip
         atomic_write_json(root / "annotations" / f"captions_{split}.json",
                           {"info": info, "licenses": licenses, "images": images, "annotations": caps}, indent=None)  # fmt: skip
         totals[f"{split}_images"] = len(images)
