@@ -84,6 +84,13 @@ def run(args: argparse.Namespace) -> int:
     det = Detector.from_pretrained(
         checkpoint, rpn=args.rpn, device=args.device, min_size=args.min_size, max_size=args.max_size
     )
+    from regionclip.proposals.base import GivenBoxes
+
+    if isinstance(det.model.proposal_generator, GivenBoxes):  # no RPN: every image would fail
+        raise RegionCLIPError(
+            f"{checkpoint}: has no RPN to propose regions; for a clip checkpoint give --rpn RPN_CHECKPOINT "
+            "(from `regionclip train-rpn` or `regionclip convert`)"
+        )
     bank = det.vocabulary_bank(names)
     kwargs = {
         k: v

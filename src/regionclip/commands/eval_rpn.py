@@ -25,7 +25,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--images", required=True, help="image folder (the JSON's file_name is relative to it)"
     )
-    parser.add_argument("--split", default="auto", choices=["auto", "json", "coco", "files", "none"])
+    parser.add_argument(
+        "--split",
+        default="auto",
+        choices=["auto", "json", "coco", "files", "none"],
+        help="base/novel groups: the JSON's split fields, COCO 48/17, the names files, or none "
+        "(default auto: json, else coco when the categories are COCO's, else none)",
+    )
     parser.add_argument("--base-classes", help="names file of the base classes (with --split files)")
     parser.add_argument("--novel-classes", help="names file of the novel classes (with --split files)")
     parser.add_argument(

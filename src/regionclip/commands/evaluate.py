@@ -489,7 +489,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", help="image folder of the val JSON")
     parser.add_argument("--out", help="results JSON (default eval/results.json)")
     parser.add_argument("--boxes", help="box source: gt, or rpn:RPN_CHECKPOINT (zero-shot needs one)")
-    parser.add_argument("--protocol", choices=["generalized", "novel_only"], help="vocabulary (default all)")
+    parser.add_argument(
+        "--protocol",
+        choices=["generalized", "novel_only"],
+        help="vocabulary: every class of the JSON (generalized, default) or the novel classes only",
+    )
     parser.add_argument("--lvis", action="store_true", help="the val JSON is LVIS v1 (APr/APc/APf)")
     parser.add_argument("--region-accuracy", action="store_true", help="also top-1 on GT boxes")
     parser.add_argument("--novel-classes", help="names file of the novel classes (JSON without split)")

@@ -264,7 +264,12 @@ def build_trunk(cfg: RPNConfig, load_weights: bool = True) -> nn.Module:
     resnet = getattr(torchvision.models, arch)(weights=None, norm_layer=FrozenBatchNorm2d)
     if weights is not None:
         state = torch.load(weights, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        # fc is not used; FrozenBN has no num_batches_tracked (present in any nn.BatchNorm2d state dict)
+        state = {
+            k: v
+            for k, v in state.items()
+            if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+        }
         resnet.fc = nn.Identity()
         load_state_dict_strict(nn.ModuleDict({k: getattr(resnet, k) for k in _RESNET_PARTS}), state, weights)
     stages = [[resnet.conv1, resnet.bn1], [resnet.layer1], [resnet.layer2], [resnet.layer3]]
