@@ -365,3 +365,14 @@ def test_load_proposal_generator_dispatches_converted_detectron2_rpns(tmp_path):
     props = rpn(ImageBatch.from_images([torch.rand(3, 64, 64)]))
     assert len(props) == 1 and len(props[0]) > 0
     assert not any(p.requires_grad for p in rpn.parameters())
+
+
+def test_top_proposals_keeps_the_first_k_per_image():
+    from regionclip.proposals.base import GivenBoxes, TopProposals
+    from regionclip.structures import ImageBatch
+
+    images = ImageBatch.from_images([torch.rand(3, 32, 32), torch.rand(3, 32, 32)])
+    boxes = [torch.tensor([[0.0, 0, 10, 10], [1, 1, 9, 9], [2, 2, 8, 8]]), torch.tensor([[0.0, 0, 5, 5]])]
+    out = TopProposals(GivenBoxes(), 2)(images, boxes)
+    assert [len(p) for p in out] == [2, 1]
+    assert torch.equal(out[0].boxes, boxes[0][:2])

@@ -65,6 +65,9 @@ class EvalConfig:
     text_weights: str | None = None  # CLIP file giving the text tower when the checkpoint has none
     boxes: str | None = None  # None: the detector's RPN; "gt"; "rpn:PATH" (an rpn checkpoint)
     rpn_preset: Literal["pretraining", "transfer", "zero_shot"] | None = None  # None: zero_shot for clip
+    max_proposals: int | None = (
+        None  # keep only the best N RPN proposals per image (None: the preset's, 1000)
+    )
     protocol: Literal["generalized", "novel_only"] = "generalized"  # vocabulary: all classes or novel only
     recipe: Literal["coco", "lvis"] | None = None  # zero-shot settings (None: lvis if data.lvis else coco)
     templates: Literal["official", "simple"] | None = None  # None: the checkpoint's, else official
@@ -93,6 +96,7 @@ class EvalProtocol(Protocol):
     templates: str = "official"  # prompt templates of the vocabulary embeddings
     apply_box_deltas: bool = True  # boxes moved by the class-agnostic regressor
     proposal_preset: str | None = None  # RPN proposal preset (NMS / top-k), None for GT boxes
+    max_proposals: int | None = None  # proposals kept per image when fewer than the preset's
     base_classes: list[str] = field(default_factory=list)  # base classes of the split
     novel_classes: list[str] = field(default_factory=list)  # novel classes of the split
 
@@ -205,6 +209,10 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
         box_source, mode = source, "zero-shot"
     else:
         raise CheckpointError(f"{path}: is a '{kind}' checkpoint, expected a 'detector' or 'clip' checkpoint")
+    if cfg.max_proposals is not None and box_source == "rpn":
+        from regionclip.proposals.base import TopProposals
+
+        detector.proposal_generator = TopProposals(detector.proposal_generator, cfg.max_proposals)
     return EvalModel(detector, clip, has_text, mode, box_source, proposal_preset, config, preset_name)
 
 
@@ -434,6 +442,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         templates=template_name(templates),
         apply_box_deltas=bool(detector.apply_box_deltas),
         proposal_preset=model.proposal_preset if model.box_source == "rpn" else None,
+        max_proposals=cfg.max_proposals if model.box_source == "rpn" else None,
         base_classes=list(split.base) if split is not None else [],
         novel_classes=list(split.novel) if split is not None else [],
     )

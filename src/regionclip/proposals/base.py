@@ -52,3 +52,22 @@ class GivenBoxes(ProposalGenerator):
             boxes = clip_boxes(boxes.to(images.tensor.device, torch.float32).reshape(-1, 4), size)
             out.append(Proposals(boxes, boxes.new_zeros(boxes.shape[0])))
         return out
+
+
+class TopProposals(ProposalGenerator):
+    """The first ``k`` proposals of another generator's (objectness-sorted) output per image.
+
+    For evaluating with fewer proposals than the RPN preset keeps (e.g. 300 instead of the official 1000),
+    where the region head's cost, linear in the number of proposals, matters (CPU runs).
+    """
+
+    def __init__(self, generator: ProposalGenerator, k: int):
+        super().__init__()
+        if k < 1:
+            raise ValueError(f"TopProposals: k must be >= 1, got {k}")
+        self.generator = generator
+        self.k = k
+
+    def forward(self, images: ImageBatch, given_boxes: list[Tensor] | None = None) -> list[Proposals]:
+        out = self.generator(images, given_boxes)
+        return [Proposals(p.boxes[: self.k], p.objectness[: self.k]) for p in out]

@@ -1,0 +1,376 @@
+"""The miniature-world demo: the RegionCLIP paper end to end on a CPU (``regionclip demo``).
+
+Stages, each run through the public command line exactly as a user would, with its config written to
+``OUT/configs/`` and its result cached in ``OUT/<stage>/stage.json`` (a re-run resumes after the last
+finished stage; a stage interrupted mid-training resumes from its last checkpoint):
+
+1. ``world``: generate the miniature world (``make-world``);
+2. ``clip``: train a tiny CLIP teacher (``train-clip``) on the world's web pairs (iconic single-object
+   images with alt-text captions, the stand-in for CLIP's web-scale data); it stands in for OpenAI CLIP,
+   which cannot be downloaded here. The cluttered scenes and their captions are left for RegionCLIP, as
+   CC3M / COCO Captions are in the paper;
+3. ``concepts``: parse the captions into a concept pool and embed it with the teacher
+   (``concepts``, ``embed-concepts``);
+4. ``rpn``: train a class-agnostic RPN on base-class boxes (``train-rpn``);
+5. ``pretrain``: RegionCLIP pretraining of the student (``pretrain``);
+6. ``zeroshot``: region classification on ground-truth boxes and zero-shot detection, CLIP vs RegionCLIP;
+7. ``transfer_clip`` / ``transfer_regionclip``: detectors trained on base classes from each initialisation
+   (``train-detector``), evaluated on novel / base / all AP50 (``eval``);
+8. ``report``: ``results.json``, ``results.md``, figures, and the table printed at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from regionclip.config import config_to_dict
+from regionclip.errors import RegionCLIPError
+from regionclip.io import atomic_write_json, atomic_write_text
+
+DEMO_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How much of everything one demo size does (all on the CPU)."""
+
+    world: str  # miniature-world size: "quick" or "default"
+    model: str  # CLIP preset of teacher and student
+    clip_steps: int  # teacher CLIP training steps
+    clip_batch: int  # teacher CLIP batch (image-caption pairs)
+    clip_lr: float  # teacher CLIP learning rate (AdamW, batch-statistics BN: CLIP's own recipe)
+    min_count: int  # concept-pool frequency threshold (the paper: 100 on COCO Captions)
+    rpn_steps: int  # RPN training steps
+    rpn_batch: int  # RPN images per step
+    pretrain_steps: int  # RegionCLIP pretraining steps
+    pretrain_batch: int  # pretraining images per step
+    regions_per_image: int  # proposals sampled per image in pretraining (official 100)
+    pretrain_lr: float  # pretraining learning rate
+    detector_steps: int  # detector training steps (each initialisation)
+    detector_batch: int  # detector images per step
+    detector_lr: float  # detector learning rate
+    detector_rois: int  # RoIs sampled per training image (official 512; fewer on the CPU)
+    eval_proposals: int  # RPN proposals per image at evaluation (official 1000; the region head's cost)
+    image_size: int  # detection / region resolution (shorter side; world images are 160 px)
+
+
+PLANS: dict[str, DemoPlan] = {
+    "quick": DemoPlan(
+        world="quick",
+        model="RN-tiny",
+        clip_steps=60,
+        clip_batch=32,
+        clip_lr=0.002,
+        min_count=5,
+        rpn_steps=40,
+        rpn_batch=8,
+        pretrain_steps=20,
+        pretrain_batch=8,
+        regions_per_image=32,
+        pretrain_lr=0.002,
+        detector_steps=20,
+        detector_batch=8,
+        detector_lr=0.005,
+        detector_rois=32,
+        eval_proposals=50,
+        image_size=160,
+    ),
+    "default": DemoPlan(
+        world="default",
+        model="RN-tiny",
+        clip_steps=350,
+        clip_batch=64,
+        clip_lr=0.002,
+        min_count=20,
+        rpn_steps=250,
+        rpn_batch=8,
+        pretrain_steps=200,
+        pretrain_batch=8,
+        regions_per_image=50,
+        pretrain_lr=0.002,
+        detector_steps=150,
+        detector_batch=8,
+        detector_lr=0.005,
+        detector_rois=32,
+        eval_proposals=100,
+        image_size=160,
+    ),
+}
+
+
+def _cli(*argv: str) -> None:
+    """Run a ``regionclip`` sub-command in this process, as a user would from the shell."""
+    from regionclip.cli import main
+
+    print(f"\n$ regionclip {' '.join(argv)}", flush=True)
+    code = main(list(argv))
+    if code != 0:
+        raise RegionCLIPError(f"demo: 'regionclip {argv[0]}' failed with exit status {code}")
+
+
+def _write_config(out: Path, name: str, cfg: Any) -> Path:
+    import yaml
+
+    path = out / "configs" / f"{name}.yaml"
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    return path
+
+
+@dataclass
+class DemoContext:
+    plan: DemoPlan
+    out: Path
+    seed: int
+    device: str | None
+    results: dict[str, dict]  # stage name -> its stage.json
+
+
+# ---------------------------------------------------------------------------------------------------------
+# stages
+
+
+def stage_world(ctx: DemoContext) -> dict:
+    root = ctx.out / "world"
+    _cli("make-world", str(root), "--size", ctx.plan.world, "--seed", str(ctx.seed))
+    info = json.loads((root / "world.json").read_text(encoding="utf-8"))
+    return {
+        "root": str(root),
+        "base": info["base_names"],
+        "novel": info["novel_names"],
+        "counts": info.get("counts", {}),
+    }
+
+
+def _world_paths(ctx: DemoContext) -> dict[str, str]:
+    root = Path(ctx.results["world"]["root"])
+    return {
+        "train_json": str(root / "annotations" / "instances_train.json"),
+        "val_json": str(root / "annotations" / "instances_val.json"),
+        "captions_train": str(root / "annotations" / "captions_train.json"),
+        "captions_web": str(root / "annotations" / "captions_web.json"),
+        "web_images": str(root / "images" / "web"),
+        "train_images": str(root / "images" / "train"),
+        "val_images": str(root / "images" / "val"),
+        "shards": str(root / "shards"),
+    }
+
+
+def stage_clip(ctx: DemoContext) -> dict:
+    from regionclip.commands.train_clip import TrainCLIPConfig
+    from regionclip.engine.loop import TrainConfig
+
+    p, paths = ctx.plan, _world_paths(ctx)
+    out_dir = ctx.out / "clip"
+    cfg = TrainCLIPConfig(
+        model=p.model,
+        captions_json=[paths["captions_web"]],
+        image_dir=[paths["web_images"]],
+        out_dir=str(out_dir),
+        device=ctx.device,
+        train=TrainConfig(
+            max_steps=p.clip_steps,
+            batch_size=p.clip_batch,
+            optimizer="adamw",
+            lr=p.clip_lr,
+            weight_decay=0.05,
+            warmup_steps=max(1, p.clip_steps // 10),
+            lr_milestones=(0.9, 0.95),
+            checkpoint_every=max(1, p.clip_steps // 4),
+            log_every=max(1, p.clip_steps // 20),
+            seed=ctx.seed,
+        ),
+    )
+    _cli("train-clip", "--config", str(_write_config(ctx.out, "clip", cfg)))
+    return {"checkpoint": str(out_dir / "clip.safetensors"), "history": _history(out_dir)}
+
+
+def stage_concepts(ctx: DemoContext) -> dict:
+    paths = _world_paths(ctx)
+    out_dir = ctx.out / "concepts"
+    concepts = out_dir / "concepts.txt"
+    _cli("concepts", paths["captions_train"], "-o", str(concepts), "--min-count", str(ctx.plan.min_count))
+    bank = out_dir / "concept_bank.safetensors"
+    _cli(
+        "embed-concepts",
+        str(concepts),
+        "--model",
+        ctx.plan.model,
+        "--weights",
+        ctx.results["clip"]["checkpoint"],
+        "-o",
+        str(bank),
+    )
+    names = [line for line in concepts.read_text(encoding="utf-8").splitlines() if line]
+    world_names = set(ctx.results["world"]["base"]) | set(ctx.results["world"]["novel"])
+    return {
+        "concepts": str(concepts),
+        "bank": str(bank),
+        "num_concepts": len(names),
+        "categories_in_pool": sum(n in world_names for n in names),
+        "novel_in_pool": sorted(n for n in names if n in set(ctx.results["world"]["novel"])),
+    }
+
+
+def stage_rpn(ctx: DemoContext) -> dict:
+    from regionclip.commands.train_rpn import RPNDataConfig, TrainRPNConfig
+    from regionclip.engine.loop import TrainConfig
+    from regionclip.proposals.config import RPNConfig
+
+    p, paths = ctx.plan, _world_paths(ctx)
+    out_dir = ctx.out / "rpn"
+    size = p.image_size
+    cfg = TrainRPNConfig(
+        rpn=RPNConfig(
+            trunk=f"clip:{p.model}",
+            trunk_weights=ctx.results["clip"]["checkpoint"],
+            anchor_sizes=[8.0, 16.0, 32.0, 64.0, 128.0],
+        ),
+        data=RPNDataConfig(
+            train_json=paths["train_json"],
+            image_root=paths["train_images"],
+            classes="base",
+            short_sizes=[size - 16, size, size + 16],
+            max_size=2 * size,
+            test_short_size=size,
+        ),
+        train=TrainConfig(
+            max_steps=p.rpn_steps,
+            batch_size=p.rpn_batch,
+            lr=0.02,
+            warmup_steps=max(1, p.rpn_steps // 10),
+            checkpoint_every=max(1, p.rpn_steps // 3),
+            log_every=max(1, p.rpn_steps // 10),
+            seed=ctx.seed,
+        ),
+        out_dir=str(out_dir),
+        device=ctx.device,
+    )
+    _cli("train-rpn", "--config", str(_write_config(ctx.out, "rpn", cfg)))
+    recall = ctx.out / "rpn" / "recall_val.json"
+    _cli(
+        "eval-rpn",
+        "--checkpoint",
+        str(out_dir / "rpn.safetensors"),
+        "--data",
+        paths["val_json"],
+        "--images",
+        paths["val_images"],
+        "--out",
+        str(recall),
+    )
+    return {"checkpoint": str(out_dir / "rpn.safetensors"), "recall": json.loads(recall.read_text())}
+
+
+def stage_pretrain(ctx: DemoContext) -> dict:
+    from regionclip.engine.loop import TrainConfig
+    from regionclip.pretrain.config import ConceptConfig, DataConfig, LossConfig, ModelConfig, PretrainConfig
+    from regionclip.proposals.config import ProposalConfig
+
+    p, paths = ctx.plan, _world_paths(ctx)
+    out_dir = ctx.out / "pretrain"
+    cfg = PretrainConfig(
+        model=ModelConfig(preset=p.model, weights=ctx.results["clip"]["checkpoint"]),
+        concepts=ConceptConfig(bank=ctx.results["concepts"]["bank"]),
+        proposals=ProposalConfig(
+            kind="rpn", rpn_checkpoint=ctx.results["rpn"]["checkpoint"], preset="pretraining"
+        ),
+        loss=LossConfig(regions_per_image=p.regions_per_image),
+        data=DataConfig(
+            kind="coco_captions",
+            captions_json=paths["captions_train"],
+            image_dir=paths["train_images"],
+            short_size=p.image_size,
+            max_size=2 * p.image_size,
+        ),
+        train=TrainConfig(
+            max_steps=p.pretrain_steps,
+            batch_size=p.pretrain_batch,
+            lr=p.pretrain_lr,
+            warmup_steps=max(1, p.pretrain_steps // 10),
+            clip_grad_norm_per_param=5.0,
+            checkpoint_every=max(1, p.pretrain_steps // 3),
+            log_every=max(1, p.pretrain_steps // 20),
+            seed=ctx.seed,
+        ),
+        out_dir=str(out_dir),
+        device=ctx.device,
+    )
+    _cli("pretrain", "--config", str(_write_config(ctx.out, "pretrain", cfg)))
+    return {"checkpoint": str(out_dir / "student.safetensors"), "history": _history(out_dir)}
+
+
+def _history(out_dir: Path) -> list[dict]:
+    path = out_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# driver
+
+Stage = Callable[[DemoContext], dict]
+
+
+def _stages() -> list[tuple[str, Stage]]:
+    from regionclip import demo_eval
+
+    return [
+        ("world", stage_world),
+        ("clip", stage_clip),
+        ("concepts", stage_concepts),
+        ("rpn", stage_rpn),
+        ("pretrain", stage_pretrain),
+        ("zeroshot", demo_eval.stage_zeroshot),
+        ("transfer_clip", demo_eval.stage_transfer_clip),
+        ("transfer_regionclip", demo_eval.stage_transfer_regionclip),
+        ("report", demo_eval.stage_report),
+    ]
+
+
+def _stage_key(plan: DemoPlan, seed: int, name: str) -> str:
+    text = json.dumps(
+        {"plan": asdict(plan), "seed": seed, "stage": name, "version": DEMO_VERSION}, sort_keys=True
+    )
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def run_demo(
+    size: str = "default", out_dir: str | Path = "regionclip-demo", seed: int = 0, device: str | None = None
+) -> dict:
+    """Run (or resume) the demo; returns the report stage's result (the results table and paths)."""
+    if size not in PLANS:
+        raise RegionCLIPError(f"unknown demo size {size!r}: expected one of {', '.join(PLANS)}")
+    start = time.perf_counter()
+    ctx = DemoContext(PLANS[size], Path(out_dir), seed, device, {})
+    stale = False
+    for name, stage in _stages():
+        record = ctx.out / name / "stage.json"
+        key = _stage_key(ctx.plan, seed, name)
+        if not stale and record.is_file():
+            cached = json.loads(record.read_text(encoding="utf-8"))
+            if cached.get("key") == key:
+                print(f"[demo] {name}: done before ({cached['seconds']:.0f} s), reusing {record}", flush=True)
+                ctx.results[name] = cached
+                continue
+        stale = True  # every later stage depends on this one
+        print(f"\n[demo] ===== {name} =====", flush=True)
+        t0 = time.perf_counter()
+        result = stage(ctx)
+        result.update({"key": key, "seconds": time.perf_counter() - t0})
+        atomic_write_json(record, result)
+        ctx.results[name] = result
+    total = time.perf_counter() - start
+    report = ctx.results["report"]
+    print(report.get("table", ""))
+    stage_seconds = ", ".join(f"{n} {ctx.results[n]['seconds']:.0f}s" for n, _ in _stages())
+    print(
+        f"\n[demo] total time {total:.0f} s this run (stages: {stage_seconds}); results in {ctx.out}/results.md"
+    )
+    return report

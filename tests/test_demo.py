@@ -1,0 +1,43 @@
+"""The whole method end to end: ``regionclip demo --size quick`` (the CI's end-to-end test), then a re-run
+that resumes from the cached stages."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from regionclip.cli import main
+
+
+def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--size", "quick", "--out", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert len(results["table"]) == 9
+    for name, clip, regionclip in results["table"]:
+        assert math.isfinite(clip) and math.isfinite(regionclip), name
+        assert 0.0 <= clip <= 100.0 and 0.0 <= regionclip <= 100.0, name
+    assert (out / "results.md").read_text().startswith("# regionclip demo")
+    for figure in ("comparison.png", "detections.png"):
+        assert (out / "figures" / figure).stat().st_size > 1000
+    for stage in (
+        "world",
+        "clip",
+        "concepts",
+        "rpn",
+        "pretrain",
+        "zeroshot",
+        "transfer_clip",
+        "transfer_regionclip",
+        "report",
+    ):
+        assert (out / stage / "stage.json").is_file(), stage
+    # the student really changed during pretraining, and the three losses were logged
+    history = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss_region_concept", "loss_region_distill", "loss_image_text"} <= set(history[0])
+    capsys.readouterr()
+    # a second run reuses every stage
+    assert main(["demo", "--size", "quick", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("done before") == 9
+    assert "Transfer detector AP50, novel" in printed
