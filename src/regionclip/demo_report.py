@@ -66,6 +66,6 @@ numbers say nothing about COCO or LVIS; what matters is the comparison, made wit
 
 **Time.** {total:.0f} s in all ({timing}).
 
-Figures: `figures/comparison.png` (the table's novel-class rows), `figures/detections.png` (detections of
-both transfer detectors on val images that contain novel objects).
+Figures: `figures/comparison.png` (the table's novel-class rows), `figures/detections.png` (the top-3
+detections of both transfer detectors on val images that contain novel objects).
 """

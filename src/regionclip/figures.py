@@ -34,7 +34,7 @@ def bar_chart(
         v = vmax * i / 4
         y = top + plot_h - plot_h * i / 4
         draw.line([(left - 4, y), (left + plot_w, y)], fill=(225, 225, 225))
-        draw.text((6, y - 7), f"{v:.0f}{unit}", fill="black", font=small)
+        draw.text((6, y - 7), f"{v:.1f}{unit}", fill="black", font=small)
     n_series = len(series)
     group_w = plot_w / max(len(groups), 1)
     bar_w = group_w * 0.8 / max(n_series, 1)
