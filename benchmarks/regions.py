@@ -62,8 +62,14 @@ def run_case(case: str, boxes: int, repeats: int) -> dict:
             seconds = timeit(crop_encode, repeats=repeats)
         else:
             raise ValueError(case)
-    return {"case": case, "boxes": boxes, "measured_regions": n, "seconds": seconds,
-            "regions_per_s": n / seconds, "peak_rss_mb": peak_rss_mb()}
+    return {
+        "case": case,
+        "boxes": boxes,
+        "measured_regions": n,
+        "seconds": seconds,
+        "regions_per_s": n / seconds,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def main() -> None:
@@ -85,7 +91,9 @@ def main() -> None:
         for case in ("regionclip", "all-token-attnpool", "crop-and-encode"):
             out = subprocess.run(
                 [sys.executable, __file__, "--case", case, "--boxes", str(boxes), "--repeats", str(repeats)],
-                capture_output=True, text=True, check=True,
+                capture_output=True,
+                text=True,
+                check=True,
             )
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     for boxes in box_counts:
@@ -93,8 +101,19 @@ def main() -> None:
         for r in rows:
             if r["boxes"] == boxes:
                 r["speedup_of_regionclip"] = ours["regions_per_s"] / r["regions_per_s"]
-    report("regions", rows, ["case", "boxes", "measured_regions", "seconds", "regions_per_s",
-                             "speedup_of_regionclip", "peak_rss_mb"])
+    report(
+        "regions",
+        rows,
+        [
+            "case",
+            "boxes",
+            "measured_regions",
+            "seconds",
+            "regions_per_s",
+            "speedup_of_regionclip",
+            "peak_rss_mb",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -217,8 +217,13 @@ def _detection_figure(ctx: DemoContext, path: Path, count: int = 4) -> None:
     rows, labels = [], []
     for stage, label in (("transfer_clip", "CLIP init"), ("transfer_regionclip", "RegionCLIP init")):
         det = Detector.from_pretrained(ctx.results[stage]["checkpoint"], cache_dir=ctx.out / "cache")
-        results = det([Image.open(f).convert("RGB") for f in chosen], vocabulary=names, score_thresh=0.05,
-                      max_dets=3, nms="hard")
+        results = det(
+            [Image.open(f).convert("RGB") for f in chosen],
+            vocabulary=names,
+            score_thresh=0.05,
+            max_dets=3,
+            nms="hard",
+        )
         rows.append([r.plot() for r in results])
         labels.append(f"{label}: top-3 detections (score >= 0.05) on val images with novel objects")
     image_grid(rows, labels).save(path)

@@ -48,4 +48,6 @@ class CLIPTrainingTask(nn.Module):
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == target).float().mean().item()
-        return StepOutput({"loss_clip": loss}, {"batch_accuracy": accuracy, "logit_scale": float(scale.detach())})
+        return StepOutput(
+            {"loss_clip": loss}, {"batch_accuracy": accuracy, "logit_scale": float(scale.detach())}
+        )

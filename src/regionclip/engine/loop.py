@@ -37,7 +37,9 @@ from regionclip.structures import StepOutput
 class TrainConfig:
     max_steps: int = 1000  # optimizer steps
     batch_size: int = 2  # images per rank per step
-    optimizer: Literal["sgd", "adamw"] = "sgd"  # SGD (official RegionCLIP) or AdamW (CLIP training from scratch)
+    optimizer: Literal["sgd", "adamw"] = (
+        "sgd"  # SGD (official RegionCLIP) or AdamW (CLIP training from scratch)
+    )
     lr: float = 0.002  # base learning rate (official 0.002)
     momentum: float = 0.9  # SGD momentum (AdamW: beta1; beta2 is 0.98 as in CLIP)
     weight_decay: float = 1e-4  # applied to all trainable parameters, biases included (official)
