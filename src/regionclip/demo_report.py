@@ -34,11 +34,13 @@ Run on {date}, {_cpu()}, {os.cpu_count()} cores, CPU only; seed {ctx.seed}.
 
 {table}
 
-**What is compared.** *CLIP* is a tiny CLIP ({p.model}) trained from scratch on the world's image-caption
-pairs ({p.clip_steps} steps): it stands in for OpenAI CLIP, which cannot be downloaded here. *RegionCLIP* is
-the same model after RegionCLIP pretraining ({p.pretrain_steps} steps): the CLIP model is the frozen teacher
-that pseudo-labels RPN regions against the concept pool parsed from the captions, and the student learns
-region-concept alignment (contrastive + distillation) plus image-text alignment on the global box.
+**What is compared.** *CLIP* is a tiny CLIP ({p.model}) trained from scratch on the world's web pairs
+(iconic single-object images with alt-text captions, {p.clip_steps} steps): it stands in for OpenAI CLIP,
+which cannot be downloaded here. *RegionCLIP* is the same model after RegionCLIP pretraining
+({p.pretrain_steps} steps) on the cluttered training scenes and their captions: the CLIP model is the frozen
+teacher that pseudo-labels RPN regions against the concept pool parsed from the captions, and the student
+learns region-concept alignment (contrastive + distillation) plus image-text alignment on the global box,
+all three losses with the official weight 1.
 Neither saw a box label of a novel class, and neither was told which nouns are categories.
 
 **Rows.** *Zero-shot region classification*: each ground-truth box of the val set is classified among all

@@ -19,37 +19,29 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from regionclip.clip.presets import ModelPreset, get_preset
 
 
+def _convert_batch_norm(module: nn.Module, source: type, build: type) -> nn.Module:
+    """Replace every ``source`` norm layer under ``module`` by a ``build`` one with the same statistics."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, source):
+            norm = build(child.weight.shape[0], eps=child.eps)
+            with torch.no_grad():
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    getattr(norm, key).copy_(getattr(child, key))
+            setattr(module, name, norm.to(child.weight.device))
+        else:
+            _convert_batch_norm(child, source, build)
+    return module
+
+
 def freeze_batch_norm(module: nn.Module) -> nn.Module:
     """Replace every ``BatchNorm2d`` under ``module`` by a ``FrozenBatchNorm2d`` with the same statistics."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
-            with torch.no_grad():
-                frozen.weight.copy_(child.weight)
-                frozen.bias.copy_(child.bias)
-                frozen.running_mean.copy_(child.running_mean)
-                frozen.running_var.copy_(child.running_var)
-            setattr(module, name, frozen.to(child.weight.device))
-        else:
-            freeze_batch_norm(child)
-    return module
+    return _convert_batch_norm(module, nn.BatchNorm2d, FrozenBatchNorm2d)
 
 
 def unfreeze_batch_norm(module: nn.Module) -> nn.Module:
     """Replace every ``FrozenBatchNorm2d`` under ``module`` by a trainable ``BatchNorm2d`` with the same
     statistics: for training CLIP itself from scratch (with batch statistics), never for RegionCLIP."""
-    for name, child in list(module.named_children()):
-        if isinstance(child, FrozenBatchNorm2d):
-            bn = nn.BatchNorm2d(child.weight.shape[0], eps=child.eps)
-            with torch.no_grad():
-                bn.weight.copy_(child.weight)
-                bn.bias.copy_(child.bias)
-                bn.running_mean.copy_(child.running_mean)
-                bn.running_var.copy_(child.running_var)
-            setattr(module, name, bn.to(child.weight.device))
-        else:
-            unfreeze_batch_norm(child)
-    return module
+    return _convert_batch_norm(module, FrozenBatchNorm2d, nn.BatchNorm2d)
 
 
 def freeze_stages(visual: nn.Module, freeze_at: int) -> None:
