@@ -7,6 +7,7 @@ import json
 import math
 
 from regionclip.cli import main
+from regionclip.commands.detect import DEMO_CHECKPOINT
 
 
 def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
@@ -32,6 +33,11 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         "report",
     ):
         assert (out / stage / "stage.json").is_file(), stage
+    # each transfer detector lies in its stage's folder: where `regionclip detect` looks by default
+    for stage in ("transfer_clip", "transfer_regionclip"):
+        assert (out / stage / "detector.safetensors").is_file(), stage
+        assert (out / "eval" / f"{stage}.json").is_file(), stage
+    assert DEMO_CHECKPOINT.parts[1:] == ("transfer_regionclip", "detector.safetensors")
     # the student really changed during pretraining, and the three losses were logged
     history = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss_region_concept", "loss_region_distill", "loss_image_text"} <= set(history[0])

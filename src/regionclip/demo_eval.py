@@ -91,7 +91,8 @@ def stage_zeroshot(ctx: DemoContext) -> dict:
     return {"models": results}
 
 
-def _transfer(ctx: DemoContext, label: str, init_stage: str) -> dict:
+def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict:
+    """Train a detector on base classes from the checkpoint of ``init_stage``; outputs in ``OUT/stage``."""
     from regionclip.commands.train_detector import (
         DetDataConfig,
         DetModelConfig,
@@ -103,7 +104,7 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str) -> dict:
     from regionclip.engine.loop import TrainConfig
 
     p, paths = ctx.plan, _world_paths(ctx)
-    out_dir = ctx.out / f"transfer_{init_stage}"
+    out_dir = ctx.out / stage
     size = p.image_size
     cfg = TrainDetectorConfig(
         model=DetModelConfig(preset=p.model, weights=_clip_checkpoint(ctx, init_stage)),
@@ -132,11 +133,9 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str) -> dict:
         out_dir=str(out_dir),
         device=ctx.device,
     )
-    _cli("train-detector", "--config", str(_write_config(ctx.out, f"transfer_{init_stage}", cfg)))
+    _cli("train-detector", "--config", str(_write_config(ctx.out, stage, cfg)))
     checkpoint = out_dir / "detector.safetensors"
-    evaluation = _evaluate(
-        ctx, f"transfer_{init_stage}", checkpoint=str(checkpoint), max_proposals=p.eval_proposals
-    )
+    evaluation = _evaluate(ctx, stage, checkpoint=str(checkpoint), max_proposals=p.eval_proposals)
     return {
         "label": label,
         "checkpoint": str(checkpoint),
@@ -146,11 +145,11 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str) -> dict:
 
 
 def stage_transfer_clip(ctx: DemoContext) -> dict:
-    return _transfer(ctx, "CLIP", "clip")
+    return _transfer(ctx, "CLIP", "clip", "transfer_clip")
 
 
 def stage_transfer_regionclip(ctx: DemoContext) -> dict:
-    return _transfer(ctx, "RegionCLIP", "pretrain")
+    return _transfer(ctx, "RegionCLIP", "pretrain", "transfer_regionclip")
 
 
 def _num(metrics: dict, key: str) -> float:
