@@ -139,7 +139,8 @@ def test_readers_of_all_three_formats(tmp_path):
     stats = CaptionStats()
     assert list(iter_captions([coco], stats)) == ["A dog on a sofa."]
     assert list(iter_captions([text], stats)) == ["A dog with a ball.", "Two cats on a sofa."]
-    assert list(read_shard_captions(shard, stats)) == ["A dog in a car.", "A cat on a car.", "A dog."]
+    # every caption of a sample counts (like the five of a COCO image); json before txt, as pretraining reads
+    assert list(read_shard_captions(shard, stats)) == ["A dog in a car.", "A cat on a car.", "A dog.", "x"]
     assert (stats.read, stats.skipped) == (3, 2)
     # a folder means its caption files, sorted: json, tar, txt
     stats = CaptionStats()
@@ -152,7 +153,35 @@ def test_build_concept_pool_over_a_folder(tmp_path):
     pool = build_concept_pool([tmp_path], min_count=2, workers=1)
     assert pool.names == ["dog", "car", "cat", "sofa"]
     assert pool.counts == [4, 2, 2, 2]
-    assert (pool.captions_read, pool.captions_skipped) == (6, 2)
+    assert (pool.captions_read, pool.captions_skipped) == (7, 2)
+
+
+def test_shard_caption_rule_is_shared_with_pretraining(tmp_path):
+    """The concept pool and the pretraining loader read the same captions from the same shard."""
+    from regionclip.data.pairs import UnusableSample, iter_shard, sample_captions
+
+    shard = tmp_path / "s.tar"
+    _write_shard(
+        shard,
+        [
+            {"json": json.dumps({"caption": "from json"}).encode(), "txt": b"from txt"},
+            {"json": b"{not json", "txt": b" from txt "},
+            {"en.txt": b"an English caption"},
+            {"txt": "caf\u00e9".encode("latin-1")},  # not UTF-8: no usable caption
+            {"json": json.dumps({"captions": [], "caption": "fallback"}).encode()},
+        ],
+    )
+    expected = ["from json", "from txt", "an English caption", "fallback"]
+    stats = CaptionStats()
+    assert list(read_shard_captions(shard, stats)) == expected and stats.skipped == 1
+    read = []
+    for sample, tar in iter_shard(str(shard)):
+        try:
+            read.extend(sample_captions(tar, sample))
+        except UnusableSample as err:  # the sample whose txt is not UTF-8
+            assert "no usable caption" in str(err)
+            assert sample.key == "000003"
+    assert read == expected
 
 
 @pytest.mark.parametrize(
@@ -189,7 +218,7 @@ def test_cli_concepts_end_to_end(tmp_path, capsys):
     assert out.read_text().splitlines() == ["dog", "car", "cat", "sofa"]
     assert (tmp_path / "out" / "concepts.tsv").read_text().splitlines()[0] == "dog\t4"
     summary = capsys.readouterr().out.strip()
-    assert "captions read: 6, skipped: 2" in summary and "concepts kept: 4" in summary
+    assert "captions read: 7, skipped: 2" in summary and "concepts kept: 4" in summary
     assert main(["concepts", str(tmp_path / "in" / "missing.txt"), "-o", str(out)]) == 2
 
 

@@ -123,7 +123,7 @@ def test_corrupt_samples_are_skipped_counted_and_reported(tmp_path):
     assert len(b1.skipped) == 1 and "no image" in b1.skipped[0]
     assert ds.skipped == {
         "undecodable image (UnidentifiedImageError)": 1,
-        "missing caption": 1,
+        "no usable caption": 1,
         "no image": 1,
     }
     assert b1.captions[1] == "a png"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import tarfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,33 +82,57 @@ def read_text_captions(path: str | Path) -> Iterator[str]:
         raise DataError(f"{path}: no captions (the file is empty)")
 
 
-def _shard_caption(members: dict[str, bytes]) -> str | None:
-    """The caption of one webdataset sample: its ``txt`` member, else its ``json`` member's caption(s)."""
-    for ext, data in members.items():
-        if ext == "txt" or ext.endswith(".txt"):
-            try:
-                text = data.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                return None
-            return text or None
-    for ext, data in members.items():
-        if ext == "json" or ext.endswith(".json"):
-            try:
-                meta = json.loads(data.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                return None
-            if not isinstance(meta, dict):
-                return None
-            caption = meta.get("caption", meta.get("captions"))
-            if isinstance(caption, list):
-                caption = next((c for c in caption if isinstance(c, str) and c.strip()), None)
-            return caption.strip() if isinstance(caption, str) and caption.strip() else None
-    return None
+def split_sample_key(name: str) -> tuple[str, str]:
+    """webdataset naming: ``dir/KEY.ext.more`` -> (``dir/KEY``, ``ext.more``), split at the basename's first dot."""
+    slash = name.rfind("/")
+    dot = name.find(".", slash + 1)
+    if dot < 0:
+        return name, ""
+    return name[:dot], name[dot + 1 :].lower()
+
+
+def caption_member(exts: Iterable[str], kind: str) -> str | None:
+    """The extension of a sample's ``kind`` member (``json`` or ``txt``): ``kind`` itself, else ``*.kind``."""
+    exts = list(exts)
+    if kind in exts:
+        return kind
+    return next((e for e in exts if e.endswith("." + kind)), None)
+
+
+def parse_sample_captions(json_data: bytes | None, txt_data: bytes | None) -> list[str]:
+    """The captions of one webdataset sample, stripped and non-empty: its ``json`` member's ``captions``
+    (list) or ``caption``, else its ``txt`` member. ``[]`` when neither holds a usable caption (not UTF-8,
+    not JSON, not a string). One rule for the concept pool and for pretraining."""
+    if json_data is not None:
+        try:
+            meta = json.loads(json_data.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            meta = None
+        if isinstance(meta, dict):
+            for field in ("captions", "caption"):
+                found = meta.get(field)
+                found = found if isinstance(found, list) else [found]
+                captions = [c.strip() for c in found if isinstance(c, str) and c.strip()]
+                if captions:
+                    return captions
+    if txt_data is not None:
+        try:
+            text = txt_data.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            return []
+        return [text] if text else []
+    return []
+
+
+def _member_captions(members: dict[str, bytes]) -> list[str]:
+    json_ext, txt_ext = caption_member(members, "json"), caption_member(members, "txt")
+    return parse_sample_captions(members.get(json_ext), members.get(txt_ext))
 
 
 def read_shard_captions(path: str | Path, stats: CaptionStats | None = None) -> Iterator[str]:
-    """Captions of a webdataset tar shard, streamed; samples without a usable caption are counted in
-    ``stats.skipped``. Samples are the runs of members sharing a key (the name up to the first dot)."""
+    """Captions of a webdataset tar shard, streamed (all of a sample's captions, by
+    :func:`parse_sample_captions`); samples without a usable caption are counted in ``stats.skipped``.
+    Samples are the runs of members sharing a key (the name up to the basename's first dot)."""
     path = Path(path)
     stats = stats if stats is not None else CaptionStats()
     key, members = None, {}
@@ -117,31 +141,23 @@ def read_shard_captions(path: str | Path, stats: CaptionStats | None = None) -> 
             for info in tar:
                 if not info.isfile():
                     continue
-                name = info.name
-                base = name.rsplit("/", 1)[-1]
-                dot = base.find(".")
-                sample_key = name[: len(name) - len(base) + dot] if dot >= 0 else name
-                ext = base[dot + 1 :].lower() if dot >= 0 else ""
+                sample_key, ext = split_sample_key(info.name)
                 if sample_key != key:
                     if key is not None:
-                        caption = _shard_caption(members)
-                        if caption is None:
-                            stats.skipped += 1
-                        else:
-                            yield caption
+                        yield from _counted(_member_captions(members), stats)
                     key, members = sample_key, {}
-                if ext == "txt" or ext == "json" or ext.endswith((".txt", ".json")):
-                    members[ext] = tar.extractfile(info).read()
-                else:
-                    members.setdefault(ext, b"")
+                is_caption = ext in ("txt", "json") or ext.endswith((".txt", ".json"))
+                members[ext] = tar.extractfile(info).read() if is_caption else b""
     except (tarfile.TarError, EOFError, OSError) as err:
         raise DataError(f"{path}: not a readable tar shard ({err})") from None
     if key is not None:
-        caption = _shard_caption(members)
-        if caption is None:
-            stats.skipped += 1
-        else:
-            yield caption
+        yield from _counted(_member_captions(members), stats)
+
+
+def _counted(captions: list[str], stats: CaptionStats) -> list[str]:
+    if not captions:
+        stats.skipped += 1
+    return captions
 
 
 def read_captions(path: str | Path, stats: CaptionStats | None = None) -> Iterator[str]:

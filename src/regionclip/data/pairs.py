@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import glob
 import io
-import json
 import logging
 import random
 import tarfile
@@ -43,6 +42,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from regionclip.data.captions import caption_member, parse_sample_captions, split_sample_key
 from regionclip.data.coco import pil_to_tensor, read_json
 from regionclip.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 from regionclip.errors import DataError
@@ -211,15 +211,6 @@ def expand_shards(patterns: Sequence[str]) -> list[str]:
     return paths
 
 
-def _split_key(name: str) -> tuple[str, str]:
-    """webdataset naming: ``dir/KEY.ext.more`` -> (``dir/KEY``, ``ext.more``), split at the basename's first dot."""
-    slash = name.rfind("/")
-    dot = name.find(".", slash + 1)
-    if dot < 0:
-        return name, ""
-    return name[:dot], name[dot + 1 :].lower()
-
-
 @dataclass
 class RawSample:
     """One sample of a shard: ``key``, ``members`` ext -> tar member, ``shard`` path."""
@@ -242,7 +233,7 @@ def iter_shard(path: str) -> Iterator[tuple[RawSample, tarfile.TarFile]]:
             for member in tar:
                 if not member.isfile():
                     continue
-                key, ext = _split_key(member.name)
+                key, ext = split_sample_key(member.name)
                 if current is not None and key != current.key:
                     yield current, tar
                     current = None
@@ -265,24 +256,17 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
         raise UnusableSample(f"member {member.name} could not be read") from None
 
 
-def sample_captions(tar: tarfile.TarFile, sample: RawSample) -> list[Any]:
-    """Captions of a sample: ``json`` ``captions`` (list) or ``caption``, else ``txt``."""
-    if "json" in sample.members:
-        try:
-            meta = json.loads(_read_member(tar, sample.members["json"]).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            meta = None
-        if isinstance(meta, dict):
-            if isinstance(meta.get("captions"), list) and meta["captions"]:
-                return meta["captions"]
-            if isinstance(meta.get("caption"), str) and meta["caption"].strip():
-                return [meta["caption"]]
-    if "txt" in sample.members:
-        try:
-            return [_read_member(tar, sample.members["txt"]).decode("utf-8")]
-        except UnicodeDecodeError:
-            raise UnusableSample("caption is not UTF-8") from None
-    raise UnusableSample("missing caption")
+def sample_captions(tar: tarfile.TarFile, sample: RawSample) -> list[str]:
+    """Captions of a sample by :func:`~regionclip.data.captions.parse_sample_captions` (``json``
+    ``captions``/``caption``, else ``txt``); :class:`UnusableSample` when there is none."""
+    data = {}
+    for kind in ("json", "txt"):
+        ext = caption_member(sample.members, kind)
+        data[kind] = _read_member(tar, sample.members[ext]) if ext is not None else None
+    captions = parse_sample_captions(data["json"], data["txt"])
+    if not captions:
+        raise UnusableSample("no usable caption")
+    return captions
 
 
 def _sample_rng(seed: int, position: int) -> random.Random:
