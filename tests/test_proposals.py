@@ -8,6 +8,7 @@ import json
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 from torch import nn
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import box_iou
@@ -312,28 +313,33 @@ def write_tiny_coco(root, n: int = 4, size: int = 64):
     return root / "train.json", root / "images"
 
 
+def _train_rpn_args(out, json_path, image_root) -> list[str]:
+    return [
+        "train-rpn",
+        f"out_dir={out}",
+        f"data.train_json={json_path}",
+        f"data.image_root={image_root}",
+        "data.short_sizes=[64]",
+        "data.test_short_size=64",
+        "data.max_size=64",
+        "rpn.trunk=clip:RN-micro",
+        "rpn.anchor_sizes=[16, 32]",
+        "train.max_steps=2",
+        "train.batch_size=2",
+        "train.warmup_steps=1",
+        "train.progress=false",
+        "device=cpu",
+    ]
+
+
 def test_train_rpn_and_eval_rpn_commands_end_to_end(tmp_path, capsys):
     json_path, image_root = write_tiny_coco(tmp_path)
     out = tmp_path / "run"
-    code = main(
-        [
-            "train-rpn",
-            f"out_dir={out}",
-            f"data.train_json={json_path}",
-            f"data.image_root={image_root}",
-            "data.short_sizes=[64]",
-            "data.test_short_size=64",
-            "data.max_size=64",
-            "rpn.trunk=clip:RN-micro",
-            "rpn.anchor_sizes=[16, 32]",
-            "train.max_steps=2",
-            "train.batch_size=2",
-            "train.warmup_steps=1",
-            "train.progress=false",
-            "device=cpu",
-        ]
-    )
-    assert code == 0
+    assert main(_train_rpn_args(out, json_path, image_root)) == 0
+    # the same seed gives the same RPN bit for bit (its initial weights are drawn after seeding)
+    assert main(_train_rpn_args(tmp_path / "again", json_path, image_root)) == 0
+    a, b = load_file(out / "rpn.safetensors"), load_file(tmp_path / "again" / "rpn.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ckpt = out / "rpn.safetensors"
     rpn = load_proposal_generator(ckpt)
     assert rpn.trunk.visual.conv1.weight.shape[0] > 0

@@ -53,7 +53,11 @@ which drops every proposal with a negative logit (with this briefly trained RPN:
 classes only ({p.detector_steps} steps, COCO recipe: focal-scaled CE γ = 0.5, background weight 0.2, fixed
 zero background embedding, τ = 0.01; {p.detector_rois} sampled RoIs per image instead of 512), evaluated
 with all classes as vocabulary (generalized protocol, soft-NMS, 100 detections, {p.eval_proposals} proposals); AP50 on the {len(world["novel"])} novel classes (never boxed in training), the base
-classes and all. Every evaluation's full protocol is recorded in `eval/*.json`.
+classes and all. The plain *Transfer* rows score each detection by the classifier alone (the official COCO
+recipe); the *+ RPN score* rows evaluate the same detectors with the RPN objectness fused in as in the
+zero-shot rows (the official LVIS recipe fuses too), the like-for-like comparison with zero-shot: after
+{p.detector_steps} steps the classifier has not yet learnt to reject background on its own.
+Every evaluation's full protocol is recorded in `eval/*.json`.
 
 **The world.** {world["counts"].get("train_images", "?")} training and {world["counts"].get("val_images", "?")}
 validation images of 160 px, 1-6 OpenMoji objects per cluttered scene, 3 captions per image that mention

@@ -63,6 +63,7 @@ def train_clip(cfg: TrainCLIPConfig) -> Path:
             "e.g. captions_json=[world/annotations/captions_web.json] image_dir=[world/images/web]"
         )
     dist = init_distributed(cfg.device)
+    torch.manual_seed(cfg.train.seed)  # the initial weights (same on every rank), before anything random
     model = regionclip.create_model(cfg.model, pretrained=cfg.weights)
     size = cfg.image_size or model.preset.vision.image_size
     transform = Compose([ResizeSquare(size), RandomHorizontalFlip(cfg.flip)])

@@ -467,6 +467,7 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
     bank = build_concept_bank(clip, classes, templates, cache_dir=cache)
     text = {k: v.cpu() for k, v in text_state(clip).items()}
     clip.cpu()
+    torch.manual_seed(cfg.train.seed)  # the new heads' initial weights (same on every rank)
     detector = build_detector(det_cfg, RegionEncoder(clip.visual), generator, bank.embeddings)
     task = DetectorTrainingTask(detector, gt_as_proposals=cfg.proposals.kind == "gt")
 

@@ -89,6 +89,8 @@ def resolve_training_classes(cfg: RPNDataConfig) -> list[str] | None:
 
 def train_rpn(cfg: TrainRPNConfig) -> Path:
     """Train the RPN of ``cfg``; returns the path of ``rpn.safetensors`` (written by rank 0)."""
+    import torch
+
     from regionclip.data.coco import CocoDetection, collate_detection
     from regionclip.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
     from regionclip.engine.data import map_style_batches
@@ -114,6 +116,7 @@ def train_rpn(cfg: TrainRPNConfig) -> Path:
     out_dir = Path(cfg.out_dir)
     if dist.is_main:
         save_config(cfg, out_dir / "config.yaml")
+    torch.manual_seed(cfg.train.seed)  # the initial weights (same on every rank)
     rpn = build_rpn(cfg.rpn, "transfer")
     task = RPNTrainingTask(rpn)
     batches = map_style_batches(
