@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import re
@@ -280,3 +281,41 @@ def test_web_split_is_iconic_with_alt_text(tmp_path):
         assert any(p in ann["caption"] for p in cats[cat_id].phrases())
     assert "web" not in info.instances and "web" not in info.shards  # never boxed, never in shards
     assert not (tmp_path / "w" / "annotations" / "instances_web.json").exists()
+
+
+def test_test_split_is_held_out_and_leaves_other_splits_byte_identical(tiny, tmp_path):
+    with_test = world.generate_world(tmp_path / "t", size=TINY, seed=0, workers=1, test_images=12)
+    a, b = _snapshot(tiny.root), _snapshot(with_test.root)
+    new = sorted(set(b) - set(a))
+    assert set(a) <= set(b) and new  # only files are added
+    assert all(
+        k.startswith(("images/test/", "annotations/instances_test", "annotations/captions_test")) for k in new
+    )
+    for key in a:  # every train / val file (JSON, images, shards) is byte-identical; world.json gains counts
+        if key != "world.json":
+            assert hashlib.sha256(a[key]).hexdigest() == hashlib.sha256(b[key]).hexdigest(), key
+    assert "images/val/00000021.jpg" in a and "shards/val-000000.tar" in a
+    assert with_test.counts["test_images"] == 12 and "test_images" not in tiny.counts
+    inst = _load(with_test.instances["test"])
+    assert [im["id"] for im in inst["images"]] == list(range(41, 53))  # ids after train and val
+    scene = world.render_scene(0, "test", 0)  # all boxes (novel included), like val
+    first = [a["category_id"] for a in inst["annotations"] if a["image_id"] == 41]
+    assert first == [o.category_id for o in scene.objects] and b["images/test/00000041.jpg"] == scene.jpeg
+    val_images = {v for k, v in a.items() if k.startswith("images/val/")}
+    assert not val_images & {v for k, v in b.items() if k.startswith("images/test/")}  # its own stream
+    assert "test" not in with_test.shards  # never pretraining data
+    again = world.generate_world(tmp_path / "t", size=TINY, seed=0, test_images=12)
+    assert again.seconds == 0  # the same world (test split included) is reused
+    with pytest.raises(RegionCLIPError, match="another miniature world"):
+        world.generate_world(tmp_path / "t", size=TINY, seed=0, test_images=5)
+
+
+def test_cli_test_option(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(world.SIZES, "quick", {"train": 2, "val": 1})
+    out = tmp_path / "w"
+    assert main(["make-world", str(out), "--size", "quick", "--workers", "1", "--test", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "test 3 images" in line and len(line.splitlines()) == 1
+    assert _load(out / "world.json")["counts"]["test_images"] == 3
+    assert main(["make-world", str(tmp_path / "bad"), "--size", "quick", "--test", "-1"]) == 2
+    assert "test -1" in capsys.readouterr().err

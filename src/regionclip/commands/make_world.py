@@ -18,18 +18,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", default="quick", help=f"world size: {sizes}")
     parser.add_argument("--seed", type=int, default=0, help="world seed (default 0)")
     parser.add_argument("--workers", type=int, default=None, help="rendering processes (default: all CPUs)")
+    parser.add_argument(
+        "--test",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also generate N held-out test scenes (own seed stream; other splits unchanged; default 0)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace a different world already in OUT")
 
 
 def run(args: argparse.Namespace) -> int:
     info = generate_world(
-        args.out, size=args.size, seed=args.seed, workers=args.workers, overwrite=args.overwrite
+        args.out,
+        size=args.size,
+        seed=args.seed,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        test_images=args.test,
     )
     c = info.counts
     took = f"generated in {info.seconds:.1f} s" if info.seconds else "already there"
+    test = f", test {c['test_images']} images / {c['test_boxes']} boxes" if c.get("test_images") else ""
     print(
         f"world {info.root}: train {c['train_images']} images / {c['train_boxes']} base boxes, "
-        f"val {c['val_images']} images / {c['val_boxes']} boxes, {len(info.category_names)} categories "
+        f"val {c['val_images']} images / {c['val_boxes']} boxes{test}, {len(info.category_names)} categories "
         f"({len(info.base_names)} base, {len(info.novel_names)} novel), "
         f"{c['train_captions'] + c['val_captions']} captions, {c.get('web_images', 0)} web images; {took}"
     )

@@ -14,7 +14,8 @@ plurals, synonyms, colour/size adjectives, spatial relations and scene words.
 The category table :data:`CATEGORIES` is curated by hand; :data:`NOVEL_NAMES` is the fixed novel split
 (never boxed in ``instances_train.json``, present in images and captions). Generation is deterministic for
 a seed whatever the number of workers: image ``i`` of split ``s`` draws from ``numpy.random.default_rng
-((seed, s, i))``. See ``docs/world.md``.
+((seed, SEED_STREAM[s], i))``. The optional ``test`` split (held out: generated apart, from its own seed
+stream, and never used for development choices) leaves the other splits byte-identical. See ``docs/world.md``.
 """
 
 from __future__ import annotations
@@ -60,8 +61,15 @@ SIZES: dict[str, dict[str, int]] = {
 # train / val: cluttered scenes with boxes and captions (RegionCLIP's pretraining and detection data).
 # web: iconic single-object images with alt-text captions, the stand-in for the web-scale pairs OpenAI's
 # CLIP learnt its concepts from (WIT-400M); used only to train the miniature world's CLIP teacher.
-SPLITS = ("train", "val", "web")
-SCENE_SPLITS = ("train", "val")
+# test: held-out scenes like val (all boxes, captions), generated apart from its own seed stream and only on
+# request (``test_images`` / ``make-world --test N``), so that no development choice ever looks at it.
+SPLITS = ("train", "val", "web", "test")
+SCENE_SPLITS = ("train", "val")  # scene splits with webdataset shards (pretraining data)
+BOXED_SPLITS = ("train", "val", "test")  # splits with a COCO instances file
+OPTIONAL_SPLITS = ("web", "test")  # splits left out of the world (no folder, no file) when their count is 0
+# the seed stream of each split: image i of split s draws from default_rng((seed, SEED_STREAM[s], i)); the
+# test stream is apart from the development splits', so adding or resizing it changes no other image
+SEED_STREAM = {"train": 0, "val": 1, "web": 2, "test": 3}
 ICONIC_SIZE_RANGE = (0.45, 0.85)  # object side as a fraction of the image side, web split
 
 # (code point, name, plural, synonyms, kind). Names are natural English nouns; no name or synonym occurs as
@@ -585,7 +593,7 @@ def _paint(canvas: np.ndarray, owner: np.ndarray, rgba: np.ndarray, x: int, y: i
 
 def render_scene(seed: int, split: str, index: int) -> _Scene:
     """Render image ``index`` of ``split``: deterministic in (seed, split, index) only."""
-    rng = np.random.default_rng((seed, SPLITS.index(split), index))
+    rng = np.random.default_rng((seed, SEED_STREAM[split], index))
     cats = categories()
     glyphs = _glyphs()
     s = IMAGE_SIZE
@@ -664,7 +672,7 @@ _ALT_TEXTS = ("a photo of {a} {x}.", "{x}", "{a} {x}", "{x} on a plain backgroun
 
 def render_iconic(seed: int, index: int) -> _Scene:
     """Web image ``index``: one large object on a background with alt-text captions naming it."""
-    rng = np.random.default_rng((seed, SPLITS.index("web"), index))
+    rng = np.random.default_rng((seed, SEED_STREAM["web"], index))
     cats = categories()
     s = IMAGE_SIZE
     bg, _ = _background(rng)
@@ -882,10 +890,11 @@ class WorldInfo:
             raise DataError(f"{root} is not a miniature world: {path} is missing (run regionclip make-world)")
         meta = json.loads(path.read_text(encoding="utf-8"))
         present = [s for s in SPLITS if meta["counts"].get(f"{s}_images", 0) > 0 or s in SCENE_SPLITS]
+        boxed = [s for s in BOXED_SPLITS if s in present]
         return cls(
             root=root,
             images={s: root / "images" / s for s in present},
-            instances={s: root / "annotations" / f"instances_{s}.json" for s in SCENE_SPLITS},
+            instances={s: root / "annotations" / f"instances_{s}.json" for s in boxed},
             captions={s: root / "annotations" / f"captions_{s}.json" for s in present},
             shards={s: [root / p for p in meta["shards"][s]] for s in SCENE_SPLITS},
             world_json=path,
@@ -897,17 +906,23 @@ class WorldInfo:
         )
 
 
-def _resolve_counts(size: str | Mapping[str, int]) -> tuple[str, dict[str, int]]:
+def _resolve_counts(
+    size: str | Mapping[str, int], test_images: int | None = None
+) -> tuple[str, dict[str, int]]:
     if isinstance(size, str):
         if size not in SIZES:
             raise RegionCLIPError(f"unknown world size {size!r}: expected one of {', '.join(SIZES)}")
-        return size, {"web": 0, **SIZES[size]}
-    counts = {"web": 0, **dict(size)}
+        name, counts = size, {"web": 0, "test": 0, **SIZES[size]}
+    else:
+        name, counts = "custom", {"web": 0, "test": 0, **dict(size)}
+    if test_images is not None:
+        counts["test"] = test_images
     if set(counts) != set(SPLITS) or not all(isinstance(v, int) and v >= 0 for v in counts.values()):
         raise RegionCLIPError(
-            f"world size {dict(size)!r}: expected {{'train': int >= 0, 'val': int >= 0, 'web': int >= 0 (optional)}}"
+            f"world size {dict(size) if not isinstance(size, str) else size!r} (test {test_images!r}): expected"
+            " {'train': int >= 0, 'val': int >= 0, 'web': int >= 0 (optional), 'test': int >= 0 (optional)}"
         )
-    return "custom", counts
+    return name, counts
 
 
 def _render_job(job: tuple[int, str, int]) -> _Scene:
@@ -983,15 +998,18 @@ def generate_world(
     seed: int = 0,
     workers: int | None = None,
     overwrite: bool = False,
+    test_images: int | None = None,
 ) -> WorldInfo:
     """Generate the miniature world under ``out_dir`` (or return it if it is already there).
 
     ``size`` is ``"quick"`` / ``"default"`` (see :data:`SIZES`) or ``{"train": n, "val": m, "web": k}``. The world is
     written into a temporary sibling folder and renamed into place at the end, so an interrupted run leaves
     no half world. An existing complete world with the same size, seed and generator version is returned
-    as is; a different one is an error unless ``overwrite`` (then it is replaced).
+    as is; a different one is an error unless ``overwrite`` (then it is replaced). ``test_images`` (or a
+    ``"test"`` entry of a ``size`` dict; default 0) adds the held-out test split: scenes like val, from their
+    own seed stream, so train/val/web are byte-identical with and without it.
     """
-    size_name, counts = _resolve_counts(size)
+    size_name, counts = _resolve_counts(size, test_images)
     if not isinstance(seed, int) or seed < 0:
         raise RegionCLIPError(f"world seed must be an integer >= 0, got {seed!r}")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
@@ -1035,10 +1053,11 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
     base_ids = {c.id for c in cats if c.split == "base"}
     totals: dict[str, int] = {}
     shard_paths: dict[str, list[str]] = {}
-    counts = {"web": 0, **counts}
+    counts = {"web": 0, "test": 0, **counts}
     first_id = {"train": 1, "val": counts["train"] + 1, "web": counts["train"] + counts["val"] + 1}
+    first_id["test"] = first_id["web"] + counts["web"]
     for split in SPLITS:
-        if counts[split] == 0 and split == "web":
+        if counts[split] == 0 and split in OPTIONAL_SPLITS:
             continue
         img_dir = root / "images" / split
         img_dir.mkdir(parents=True)
@@ -1079,7 +1098,7 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
         licenses = [{"id": 1, "name": "CC BY-SA 4.0 (derived from OpenMoji)",
                      "url": "https://creativecommons.org/licenses/by-sa/4.0/"}]  # fmt: skip
         images_no_scene = [{k: v for k, v in im.items() if k != "scene"} for im in images]
-        if split in SCENE_SPLITS:
+        if split in BOXED_SPLITS:
             atomic_write_json(root / "annotations" / f"instances_{split}.json",
                               {"info": info, "licenses": licenses, "images": images_no_scene, "annotations": boxes,
                                "categories": cat_json}, indent=None)  # fmt: skip
