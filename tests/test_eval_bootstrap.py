@@ -245,3 +245,31 @@ def test_ap50_bootstrap_speed_demo_val_size():
     ap50_intervals(cache, OvdSplit([c["name"] for c in cats[:150]], [c["name"] for c in cats[150:]]),
                    BootstrapConfig(n_resamples=1000))  # fmt: skip
     assert time.perf_counter() - start < 60  # seconds on 2 loaded cores (measured: see the report)
+
+
+def test_weighted_resample_equals_coco_on_the_resampled_image_set():
+    # a resample is the image set with images drawn several times: COCOeval on that set, with each drawn copy
+    # as a new image, must give what the cached matches give for the resample's weights
+    gt, dets = _synthetic(n_images=30, seed=7)
+    cache = ap50_cache(gt, dets, CLASS_IDS)
+    weights = resample_weights(cache.n_images, BootstrapConfig(n_resamples=3, seed=11))
+    by_image = {}
+    for a in gt["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    for row in weights:
+        images, anns, rdets = [], [], {}
+        for n, count in enumerate(row):
+            image_id = cache.image_ids[n]
+            for copy in range(int(count)):
+                new_id = len(images) + 1
+                images.append(
+                    {"id": new_id, "file_name": f"{image_id}-{copy}.jpg", "width": 200, "height": 200}
+                )
+                for a in by_image.get(image_id, []):
+                    anns.append({**a, "id": len(anns) + 1, "image_id": new_id})
+                rdets[new_id] = dets[image_id]
+        resampled = {"images": images, "annotations": anns, "categories": CATS}
+        reference = evaluate_detections(resampled, rdets, CLASS_IDS, split=SPLIT)
+        per_cat = cache.ap50_per_category(row[None, :])
+        for key, names in (("AP50_novel", SPLIT.novel), ("AP50_base", SPLIT.base), ("AP50_all", SPLIT.names)):
+            assert float(cache.split_ap50(per_cat, names)[0]) == pytest.approx(reference[key], abs=1e-6), key
