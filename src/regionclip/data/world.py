@@ -39,10 +39,12 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from regionclip.data.alt_text import Mention, alt_text
 from regionclip.errors import DataError, RegionCLIPError
 from regionclip.io import atomic_write_json, atomic_write_text
 
-GENERATOR_VERSION = "2"
+GENERATOR_VERSION = "2"  # the default generator version (the demo's world); version 3 is opt-in
+VERSIONS = (2, 3)  # generator versions this module writes (``generate_world(..., version=3)``)
 IMAGE_SIZE = 160  # side of every (square) image, pixels
 JPEG_QUALITY = 90
 CAPTIONS_PER_IMAGE = 3
@@ -52,6 +54,9 @@ OBJECT_SIZE_RANGE = (0.12, 0.60)  # object side as a fraction of the image side
 DROP_HIDDEN_FRACTION = 0.7  # objects more hidden than this get no box and are not mentioned in captions
 ACCEPT_HIDDEN_FRACTION = 0.5  # a placement may hide at most this much of an earlier object (retried)
 GLYPH_FONT_SIZE = 128  # glyphs are rendered once at this size and resized per object
+# version 3's category table (data, not code): COCO's 65 OVD classes, or stand-ins where no glyph fits
+V3_CATEGORIES_PATH = Path(__file__).with_name("world_v3_categories.json")
+V3_DROPPED_COLOURS = ("orange",)  # colour words that are category names in version 3 (never adjectives)
 
 # image counts per split for each named size (the demo's time budget is tuned here)
 SIZES: dict[str, dict[str, int]] = {
@@ -63,13 +68,17 @@ SIZES: dict[str, dict[str, int]] = {
 # CLIP learnt its concepts from (WIT-400M); used only to train the miniature world's CLIP teacher.
 # test: held-out scenes like val (all boxes, captions), generated apart from its own seed stream and only on
 # request (``test_images`` / ``make-world --test N``), so that no development choice ever looks at it.
-SPLITS = ("train", "val", "web", "test")
+SPLITS = ("train", "val", "web", "test", "web_val")
 SCENE_SPLITS = ("train", "val")  # scene splits with webdataset shards (pretraining data)
 BOXED_SPLITS = ("train", "val", "test")  # splits with a COCO instances file
-OPTIONAL_SPLITS = ("web", "test")  # splits left out of the world (no folder, no file) when their count is 0
+# splits left out of the world (no folder, no file) when their count is 0
+OPTIONAL_SPLITS = ("web", "test", "web_val")
 # the seed stream of each split: image i of split s draws from default_rng((seed, SEED_STREAM[s], i)); the
 # test stream is apart from the development splits', so adding or resizing it changes no other image
-SEED_STREAM = {"train": 0, "val": 1, "web": 2, "test": 3}
+SEED_STREAM = {"train": 0, "val": 1, "web": 2, "test": 3, "web_val": 4}
+# web_val: held-out web images (the teacher's image-level accuracy), like web but from their own stream
+WEB_SPLITS = ("web", "web_val")  # iconic / alt-text splits (no boxes, no shards)
+WEB_VAL_FRACTION = 10  # version 3: web_val has web // 10 images unless the size says otherwise
 ICONIC_SIZE_RANGE = (0.45, 0.85)  # object side as a fraction of the image side, web split
 
 # (code point, name, plural, synonyms, kind). Names are natural English nouns; no name or synonym occurs as
@@ -350,14 +359,36 @@ def pluralize(noun: str) -> str:
 
 
 @functools.cache
-def categories() -> tuple[Category, ...]:
-    """The world's categories in id order, with the fixed base/novel split."""
+def categories(version: int = 2) -> tuple[Category, ...]:
+    """The world's categories in id order, with the fixed base/novel split (of generator ``version``)."""
+    if version == 3:
+        return tuple(
+            Category(i + 1, row["name"], row["plural"], tuple(row["synonyms"]),
+                     tuple(pluralize(s) for s in row["synonyms"]), row["kind"], int(row["codepoint"][2:], 16),
+                     row["split"])
+            for i, row in enumerate(categories_v3_table())
+        )  # fmt: skip
+    _check_version(version)
     novel = set(NOVEL_NAMES)
     return tuple(
         Category(i + 1, name, plural, syns, tuple(pluralize(s) for s in syns), kind, cp,
                  "novel" if name in novel else "base")
         for i, (cp, name, plural, syns, kind) in enumerate(CATEGORIES)
     )  # fmt: skip
+
+
+def _check_version(version: object) -> int:
+    if version not in VERSIONS or isinstance(version, bool):
+        raise RegionCLIPError(
+            f"unknown world generator version {version!r}: expected one of {', '.join(map(str, VERSIONS))}"
+        )
+    return int(version)  # type: ignore[call-overload]
+
+
+@functools.cache
+def categories_v3_table() -> tuple[dict[str, Any], ...]:
+    """The rows of ``world_v3_categories.json`` (version 3: COCO's 65 OVD classes or their stand-ins)."""
+    return tuple(json.loads(V3_CATEGORIES_PATH.read_text(encoding="utf-8"))["categories"])
 
 
 # ------------------------------------------------------------------------------------------------- assets
@@ -415,16 +446,18 @@ def _dominant_colour(rgba: Image.Image) -> str | None:
     return str(values[best]) if counts[best] >= 0.55 * len(hsv) else None
 
 
-_GLYPHS: dict[int, _Glyph] = {}
+_GLYPHS: dict[int, dict[int, _Glyph]] = {}  # generator version -> category id -> glyph
 _PHOTOS: dict[str, Image.Image] = {}
 
 
-def _glyphs() -> dict[int, _Glyph]:
-    """Every category's glyph, rendered once per process."""
-    if not _GLYPHS:
+def _glyphs(version: int = 2) -> dict[int, _Glyph]:
+    """Every category's glyph (of generator ``version``), rendered once per process."""
+    if version not in _GLYPHS:
+        table = {row["name"]: row for row in categories_v3_table()} if version == 3 else {}
+        atlas: dict[int, _Glyph] = {}
         font = ImageFont.truetype(str(openmoji_font_path()), GLYPH_FONT_SIZE)
         pad = GLYPH_FONT_SIZE // 2
-        for cat in categories():
+        for cat in categories(version):
             canvas = Image.new("RGBA", (GLYPH_FONT_SIZE + 2 * pad,) * 2, (0, 0, 0, 0))
             ImageDraw.Draw(canvas).text(
                 (pad // 2, pad // 2), chr(cat.codepoint), font=font, embedded_color=True
@@ -433,9 +466,22 @@ def _glyphs() -> dict[int, _Glyph]:
             if bbox is None:
                 raise RegionCLIPError(f"the OpenMoji font renders {cat.name!r} (U+{cat.codepoint:X}) blank")
             glyph = canvas.crop(bbox)
-            colour = COLOUR_OVERRIDES[cat.name] if cat.name in COLOUR_OVERRIDES else _dominant_colour(glyph)
-            _GLYPHS[cat.id] = _Glyph(glyph, colour)
-    return _GLYPHS
+            if version == 3:
+                row = table[cat.name]
+                if "crop" in row:  # keep part of the glyph (the couch without its lamp)
+                    x0, y0, x1, y1 = row["crop"]
+                    w, h = glyph.size
+                    glyph = glyph.crop((round(x0 * w), round(y0 * h), round(x1 * w), round(y1 * h)))
+                    glyph = glyph.crop(glyph.getchannel("A").getbbox())
+                colour = row["colour"] if "colour" in row else _dominant_colour(glyph)
+                colour = None if colour in V3_DROPPED_COLOURS else colour
+            else:
+                colour = (
+                    COLOUR_OVERRIDES[cat.name] if cat.name in COLOUR_OVERRIDES else _dominant_colour(glyph)
+                )
+            atlas[cat.id] = _Glyph(glyph, colour)
+        _GLYPHS[version] = atlas
+    return _GLYPHS[version]
 
 
 def _photos() -> dict[str, Image.Image]:
@@ -591,8 +637,10 @@ def _paint(canvas: np.ndarray, owner: np.ndarray, rgba: np.ndarray, x: int, y: i
     owner[y : y + h, x : x + w][rgba[..., 3] > 127] = index
 
 
-def render_scene(seed: int, split: str, index: int) -> _Scene:
-    """Render image ``index`` of ``split``: deterministic in (seed, split, index) only."""
+def render_scene(seed: int, split: str, index: int, version: int = 2) -> _Scene:
+    """Render image ``index`` of ``split``: deterministic in (seed, split, index, version) only."""
+    if version == 3:
+        return _render_scene_v3(seed, split, index)
     rng = np.random.default_rng((seed, SEED_STREAM[split], index))
     cats = categories()
     glyphs = _glyphs()
@@ -623,22 +671,7 @@ def render_scene(seed: int, split: str, index: int) -> _Scene:
         n_pix = int(mask.sum())
         if n_pix < 16:
             continue
-        best: tuple[float, int, int] | None = None
-        for _attempt in range(8):
-            x = int(rng.integers(0, s - rgba.shape[1] + 1))
-            y = int(rng.integers(0, s - rgba.shape[0] + 1))
-            under = owner[y : y + rgba.shape[0], x : x + rgba.shape[1]][mask]
-            worst = 0.0
-            if painted and (under >= 0).any():
-                covered = np.bincount(under[under >= 0], minlength=len(painted))
-                visible = np.bincount(owner[owner >= 0], minlength=len(painted))
-                hidden_after = 1 - (visible - covered) / np.maximum(np.array(own_pixels), 1)
-                worst = float(hidden_after.max())
-            if best is None or worst < best[0]:
-                best = (worst, x, y)
-            if worst <= ACCEPT_HIDDEN_FRACTION:
-                break
-        assert best is not None
+        best = _place(owner, rgba, mask, own_pixels, rng)
         if best[0] > 0.9:
             continue
         shadow = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if rng.random() < 0.6 else None
@@ -646,16 +679,7 @@ def render_scene(seed: int, split: str, index: int) -> _Scene:
         painted.append(cat_id)
         own_pixels.append(n_pix)
 
-    objects: list[_Object] = []
-    for i, cat_id in enumerate(painted):
-        ys, xs = np.nonzero(owner == i)
-        if len(xs) == 0 or 1 - len(xs) / own_pixels[i] > DROP_HIDDEN_FRACTION:
-            continue
-        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
-            continue
-        objects.append(_Object(cat_id, box, len(xs), max(box[2] - box[0], box[3] - box[1]) / s))
-
+    objects = _visible_objects(owner, painted, own_pixels)
     img = _photometric(canvas, rng)
     if rng.random() < 0.2:
         img = img.filter(ImageFilter.GaussianBlur(0.6))
@@ -665,14 +689,52 @@ def render_scene(seed: int, split: str, index: int) -> _Scene:
     return _Scene(buf.getvalue(), objects, scene_phrases, captions)
 
 
+def _place(owner: np.ndarray, rgba: np.ndarray, mask: np.ndarray, own_pixels: list[int],
+           rng: np.random.Generator) -> tuple[float, int, int]:  # fmt: skip
+    """Up to 8 random positions for ``rgba``; the first that hides at most ``ACCEPT_HIDDEN_FRACTION`` of
+    every earlier object, else the least hiding one. Returns (worst hidden fraction, x, y)."""
+    s = IMAGE_SIZE
+    best: tuple[float, int, int] | None = None
+    for _attempt in range(8):
+        x = int(rng.integers(0, s - rgba.shape[1] + 1))
+        y = int(rng.integers(0, s - rgba.shape[0] + 1))
+        under = owner[y : y + rgba.shape[0], x : x + rgba.shape[1]][mask]
+        worst = 0.0
+        if own_pixels and (under >= 0).any():
+            covered = np.bincount(under[under >= 0], minlength=len(own_pixels))
+            visible = np.bincount(owner[owner >= 0], minlength=len(own_pixels))
+            hidden_after = 1 - (visible - covered) / np.maximum(np.array(own_pixels), 1)
+            worst = float(hidden_after.max())
+        if best is None or worst < best[0]:
+            best = (worst, x, y)
+        if worst <= ACCEPT_HIDDEN_FRACTION:
+            break
+    assert best is not None
+    return best
+
+
+def _visible_objects(owner: np.ndarray, painted: list[int], own_pixels: list[int]) -> list[_Object]:
+    """The painted objects that stay visible enough to be boxed, with their tight visible boxes."""
+    objects: list[_Object] = []
+    for i, cat_id in enumerate(painted):
+        ys, xs = np.nonzero(owner == i)
+        if len(xs) == 0 or 1 - len(xs) / own_pixels[i] > DROP_HIDDEN_FRACTION:
+            continue
+        box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        if box[2] - box[0] < 2 or box[3] - box[1] < 2:
+            continue
+        objects.append(_Object(cat_id, box, len(xs), max(box[2] - box[0], box[3] - box[1]) / IMAGE_SIZE))
+    return objects
+
+
 _ALT_TEXTS = ("a photo of {a} {x}.", "{x}", "{a} {x}", "{x} on a plain background", "stock photo of {a} {x}",
               "{a} {c}{x}", "close-up of {a} {x}", "{x}, isolated", "my {x}", "picture of the {x}",
               "{a} {c}{x} icon", "the {x} in close-up")  # fmt: skip
 
 
-def render_iconic(seed: int, index: int) -> _Scene:
-    """Web image ``index``: one large object on a background with alt-text captions naming it."""
-    rng = np.random.default_rng((seed, SEED_STREAM["web"], index))
+def render_iconic(seed: int, index: int, split: str = "web") -> _Scene:
+    """Web image ``index`` (version 2): one large object on a background with alt-text captions naming it."""
+    rng = np.random.default_rng((seed, SEED_STREAM[split], index))
     cats = categories()
     s = IMAGE_SIZE
     bg, _ = _background(rng)
@@ -703,6 +765,172 @@ def render_iconic(seed: int, index: int) -> _Scene:
         captions.append((text, [cat.id]))
     objects = [_Object(cat.id, box, len(xs), rel)]
     return _Scene(buf.getvalue(), objects, (), captions)
+
+
+# ------------------------------------------------------------------------------------- version 3 rendering
+# Object sizes in stride-16 cells matched to COCO at test size 320 (docs/world.md, plan for issue 12): COCO's
+# small / medium / large bounds (sqrt(area) 32 / 96 px on 480 px images, x800/480 at test size 800 = 3.3 / 10
+# cells) at test size 320 are 26.7 / 80 px on the 160 px image; COCO's shares are 41% / 34% / 24%.
+V3_SIZE_BOUNDS = (26.7, 80.0)  # visible sqrt(area) bounds, px on the 160 px image
+V3_SIZE_SHARES = (0.41, 0.34, 0.24)  # COCO's small / medium / large object shares
+V3_SIZE_RANGE = (9.0, 110.0)  # smallest / largest drawn visible sqrt(area), px (log-uniform within a bin)
+V3_LARGE_IMAGE_P = 0.68  # share of scenes with one large object; they get 0-V3_MAX_WITH_LARGE others
+V3_MAX_WITH_LARGE = 2  # at most this many small/medium objects besides a large one (fewer objects)
+# small share among the drawn small / medium objects: above COCO's 41:34 (0.547) because occlusion shrinks
+# objects after the draw (calibrated on 300 val scenes so that the measured visible shares are COCO's)
+V3_SMALL_P = 0.575
+V3_MAX_GLYPH_SIDE = 152  # px: the longest glyph side that still fits the image after a mild rotation
+V3_OBJECT_COUNTS_P = (0.14, 0.22, 0.22, 0.18, 0.14, 0.10)  # 1-6 objects in scenes without a large one
+V3_WEB_OBJECTS_P = (0.6, 0.3, 0.1)  # web images with 1, 2, 3 objects
+V3_WEB_SEVERAL_RANGE = (0.30, 0.60)  # object side / image side when a web image shows several objects
+
+
+def _log_uniform(rng: np.random.Generator, lo: float, hi: float) -> float:
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def draw_object_sizes(rng: np.random.Generator) -> list[float]:
+    """Target visible sqrt(area) in px (160 px image) of every object of one version-3 scene, largest first.
+
+    A scene has one large object with probability ``V3_LARGE_IMAGE_P`` (then 0-3 others), else 1-6 small or
+    medium ones; within the small/medium objects the ratio is COCO's 41:34. Over many scenes the shares are
+    COCO's (:data:`V3_SIZE_SHARES`) before occlusion; the sizes are drawn before any rendering.
+    """
+    (small_hi, large_lo), (lo, hi) = V3_SIZE_BOUNDS, V3_SIZE_RANGE
+    p_small = V3_SMALL_P
+
+    def small_or_medium() -> float:
+        small = rng.random() < p_small
+        return _log_uniform(rng, lo, small_hi) if small else _log_uniform(rng, small_hi, large_lo)
+
+    if rng.random() < V3_LARGE_IMAGE_P:
+        extra = int(rng.integers(0, V3_MAX_WITH_LARGE + 1))
+        sizes = [_log_uniform(rng, large_lo, hi)] + [small_or_medium() for _ in range(extra)]
+    else:
+        n = int(rng.choice(np.arange(1, len(V3_OBJECT_COUNTS_P) + 1), p=V3_OBJECT_COUNTS_P))
+        sizes = [small_or_medium() for _ in range(n)]
+    return sorted(sizes, reverse=True)  # large ones are painted first (behind), as in a photo's depth
+
+
+@functools.cache
+def _fill_v3() -> dict[int, float]:
+    """Opaque pixels / (longest side)^2 of each version-3 glyph: visible area = fill x side^2."""
+    out = {}
+    for cid, g in _glyphs(3).items():
+        alpha = np.asarray(g.rgba.getchannel("A")) > 127
+        out[cid] = float(alpha.sum()) / max(g.rgba.size) ** 2
+    return out
+
+
+def _sized_glyph(glyph: Image.Image, fill: float, target: float, rng: np.random.Generator,
+                 large: bool) -> np.ndarray:  # fmt: skip
+    """The glyph transformed so that its visible sqrt(area) is about ``target`` px; RGBA [h, w, 4] uint8."""
+    side = min(target / np.sqrt(fill), V3_MAX_GLYPH_SIDE)
+    aspect = rng.uniform(0.85, 1.15)
+    scale = side / max(glyph.size)
+    w = max(4, round(glyph.width * scale * aspect))
+    h = max(4, round(glyph.height * scale / aspect))
+    img = glyph.resize((w, h), Image.Resampling.BILINEAR)
+    if rng.random() < 0.5:
+        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    angle = rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(-180, 180)
+    if large:  # a large object stays nearly upright so that it fits the frame
+        angle = float(np.clip(angle, -10, 10))
+    if abs(angle) > 1:
+        img = img.rotate(float(angle), resample=Image.Resampling.BICUBIC, expand=True)
+    if max(img.size) > IMAGE_SIZE:
+        k = IMAGE_SIZE / max(img.size)
+        img = img.resize((max(4, int(img.width * k)), max(4, int(img.height * k))), Image.Resampling.BILINEAR)
+    return np.asarray(img).copy()
+
+
+def _render_scene_v3(seed: int, split: str, index: int) -> _Scene:
+    """A version-3 scene: COCO's 65-class shape, object sizes drawn to COCO's shares at test size 320."""
+    rng = np.random.default_rng((seed, SEED_STREAM[split], index))
+    cats, glyphs, fill = categories(3), _glyphs(3), _fill_v3()
+    s = IMAGE_SIZE
+    bg, scene_phrases = _background(rng)
+    bg_img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+    _draw_distractors(bg_img, rng)
+    canvas = np.asarray(bg_img, dtype=np.float32).copy()
+    owner = np.full((s, s), -1, dtype=np.int16)
+    painted: list[int] = []
+    own_pixels: list[int] = []
+    for target in draw_object_sizes(rng):
+        # a category that can reach the target size (thin glyphs cannot be large, as knives in COCO)
+        feasible = [c.id for c in cats if V3_MAX_GLYPH_SIDE * np.sqrt(fill[c.id]) >= target]
+        if not feasible:
+            feasible = [max(fill, key=lambda cid: fill[cid])]
+        repeat = [cid for cid in painted if cid in feasible]
+        if repeat and rng.random() < 0.25:  # repeat a category so captions can count
+            cat_id = repeat[int(rng.integers(len(repeat)))]
+        else:
+            cat_id = feasible[int(rng.integers(len(feasible)))]
+        rgba = _sized_glyph(glyphs[cat_id].rgba, fill[cat_id], target, rng, target > V3_SIZE_BOUNDS[1])
+        rgba[..., :3] = np.clip(rgba[..., :3] * rng.uniform(0.85, 1.12, size=3), 0, 255).astype(np.uint8)
+        mask = rgba[..., 3] > 127
+        n_pix = int(mask.sum())
+        if n_pix < 16:
+            continue
+        best = _place(owner, rgba, mask, own_pixels, rng)
+        if best[0] > 0.9:
+            continue
+        shadow = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if rng.random() < 0.6 else None
+        _paint(canvas, owner, rgba, best[1], best[2], len(painted), shadow)
+        painted.append(cat_id)
+        own_pixels.append(n_pix)
+    objects = _visible_objects(owner, painted, own_pixels)
+    img = _photometric(canvas, rng)
+    if rng.random() < 0.2:
+        img = img.filter(ImageFilter.GaussianBlur(0.6))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    captions = [make_caption(objects, scene_phrases, rng, version=3) for _ in range(CAPTIONS_PER_IMAGE)]
+    return _Scene(buf.getvalue(), objects, scene_phrases, captions)
+
+
+def _render_web_v3(seed: int, split: str, index: int) -> _Scene:
+    """A version-3 web image: 1-3 objects (p 0.6 / 0.3 / 0.1) with alt-text captions naming every one."""
+    rng = np.random.default_rng((seed, SEED_STREAM[split], index))
+    cats, glyphs = categories(3), _glyphs(3)
+    s = IMAGE_SIZE
+    bg, scene_phrases = _background(rng)
+    canvas = np.clip(bg, 0, 255).astype(np.float32)
+    owner = np.full((s, s), -1, dtype=np.int16)
+    n = int(rng.choice(np.arange(1, len(V3_WEB_OBJECTS_P) + 1), p=V3_WEB_OBJECTS_P))
+    painted: list[int] = []
+    own_pixels: list[int] = []
+    for _ in range(n):
+        if painted and rng.random() < 0.25:  # "two apples": counts
+            cat_id = painted[int(rng.integers(len(painted)))]
+        else:
+            cat_id = cats[int(rng.integers(len(cats)))].id
+        rel = float(rng.uniform(*(ICONIC_SIZE_RANGE if n == 1 else V3_WEB_SEVERAL_RANGE)))
+        rgba = np.asarray(_transform_glyph(glyphs[cat_id].rgba, rel * s, rng)).copy()
+        if max(rgba.shape[:2]) > s:
+            k = s / max(rgba.shape[:2])
+            size = (max(4, int(rgba.shape[1] * k)), max(4, int(rgba.shape[0] * k)))
+            rgba = np.asarray(Image.fromarray(rgba).resize(size)).copy()
+        mask = rgba[..., 3] > 127
+        best = _place(owner, rgba, mask, own_pixels, rng)
+        if best[0] > 0.9:
+            continue
+        shadow = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if n > 1 and rng.random() < 0.5 else None
+        _paint(canvas, owner, rgba, best[1], best[2], len(painted), shadow)
+        painted.append(cat_id)
+        own_pixels.append(int(mask.sum()))
+    objects = _visible_objects(owner, painted, own_pixels)
+    img = _photometric(canvas, rng)
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    counts: dict[int, int] = {}
+    for obj in objects:
+        counts[obj.category_id] = counts.get(obj.category_id, 0) + 1
+    by_id = {c.id: c for c in cats}
+    mentions = [Mention(by_id[cid], k, glyphs[cid].colour) for cid, k in counts.items()]
+    ids = sorted(counts)
+    captions = [(alt_text(mentions, scene_phrases, rng)[0], ids) for _ in range(CAPTIONS_PER_IMAGE)]
+    return _Scene(buf.getvalue(), objects, scene_phrases, captions)
 
 
 def _noise_bank() -> np.ndarray:
@@ -759,6 +987,8 @@ def _noun_phrase(
     if count == 1:
         words = " ".join([*adjectives, singular])
         r = rng.random()
+        if singular == plural and singular.endswith("s"):  # version 3's "skis", "scissors"
+            return f"the {words}" if r < 0.2 else f"a pair of {words}"
         return f"one {words}" if r < 0.1 else (f"the {words}" if r < 0.2 else f"{_article(words)} {words}")
     words = " ".join([*adjectives, plural])
     r = rng.random()
@@ -805,13 +1035,15 @@ _KIND_VERBS = {
     "food": ("lying", "placed", "served", "left"),
     "vehicle": ("parked", "standing", "waiting"),
     "thing": ("lying", "placed", "standing", "left"),
+    "person": ("standing", "waiting", "looking around", "resting"),  # version 3 only
 }
 
 
-def make_caption(objects: list[_Object], scene_phrases: tuple[str, ...], rng: np.random.Generator) -> tuple[str, list[int]]:  # fmt: skip
+def make_caption(objects: list[_Object], scene_phrases: tuple[str, ...], rng: np.random.Generator,
+                 version: int = 2) -> tuple[str, list[int]]:  # fmt: skip
     """One caption mentioning 1-3 of the present categories (grouped with counts); returns it and their ids."""
-    cats = {c.id: c for c in categories()}
-    glyphs = _glyphs()
+    cats = {c.id: c for c in categories(version)}
+    glyphs = _glyphs(version)
     scene = str(scene_phrases[int(rng.integers(len(scene_phrases)))])
     if not objects:
         return (
@@ -880,6 +1112,7 @@ class WorldInfo:
     novel_names: list[str]
     counts: dict[str, int] = field(default_factory=dict)  # {split}_images/_boxes/_captions
     seconds: float = 0.0  # generation time of this call (0 when an existing world was returned)
+    version: int = 2  # generator version of the world (world.json "generator_version")
 
     @classmethod
     def from_root(cls, root: str | Path) -> WorldInfo:
@@ -903,11 +1136,12 @@ class WorldInfo:
             base_names=list(meta["base_names"]),
             novel_names=list(meta["novel_names"]),
             counts=dict(meta["counts"]),
+            version=int(meta.get("generator_version", GENERATOR_VERSION)),
         )
 
 
 def _resolve_counts(
-    size: str | Mapping[str, int], test_images: int | None = None
+    size: str | Mapping[str, int], test_images: int | None = None, version: int = 2
 ) -> tuple[str, dict[str, int]]:
     if isinstance(size, str):
         if size not in SIZES:
@@ -915,19 +1149,25 @@ def _resolve_counts(
         name, counts = size, {"web": 0, "test": 0, **SIZES[size]}
     else:
         name, counts = "custom", {"web": 0, "test": 0, **dict(size)}
+    if "web_val" not in counts:  # version 3 holds out a tenth of the web split's size (own seed stream)
+        web = counts["web"]
+        counts["web_val"] = web // WEB_VAL_FRACTION if version == 3 and isinstance(web, int) else 0
     if test_images is not None:
         counts["test"] = test_images
     if set(counts) != set(SPLITS) or not all(isinstance(v, int) and v >= 0 for v in counts.values()):
         raise RegionCLIPError(
             f"world size {dict(size) if not isinstance(size, str) else size!r} (test {test_images!r}): expected"
-            " {'train': int >= 0, 'val': int >= 0, 'web': int >= 0 (optional), 'test': int >= 0 (optional)}"
+            " {'train': int >= 0, 'val': int >= 0, 'web': int >= 0 (optional), 'test': int >= 0 (optional),"
+            " 'web_val': int >= 0 (optional)}"
         )
     return name, counts
 
 
-def _render_job(job: tuple[int, str, int]) -> _Scene:
-    seed, split, index = job
-    return render_iconic(seed, index) if split == "web" else render_scene(seed, split, index)
+def _render_job(job: tuple[int, str, int, int]) -> _Scene:
+    seed, split, index, version = job
+    if split in WEB_SPLITS:
+        return _render_web_v3(seed, split, index) if version == 3 else render_iconic(seed, index, split)
+    return render_scene(seed, split, index, version)
 
 
 def _tar_add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -964,7 +1204,7 @@ class _ShardWriter:
             self.tar = None
 
 
-def _iter_scenes(jobs: list[tuple[int, str, int]], workers: int) -> Iterator[_Scene]:
+def _iter_scenes(jobs: list[tuple[int, str, int, int]], workers: int) -> Iterator[_Scene]:
     if workers <= 1 or len(jobs) < 32:
         yield from map(_render_job, jobs)
         return
@@ -974,18 +1214,23 @@ def _iter_scenes(jobs: list[tuple[int, str, int]], workers: int) -> Iterator[_Sc
         yield from pool.imap(_render_job, jobs, chunksize=16)
 
 
-def _category_json(cat: Category) -> dict[str, Any]:
-    return {
+def _category_json(cat: Category, version: int = 2) -> dict[str, Any]:
+    out = {
         "id": cat.id, "name": cat.name, "supercategory": cat.kind, "split": cat.split,
         "synonyms": list(cat.synonyms), "plural": cat.plural, "synonym_plurals": list(cat.synonym_plurals),
         "codepoint": f"U+{cat.codepoint:04X}", "unicode_name": cat.unicode_name,
-        "colour": _glyphs()[cat.id].colour,
+        "colour": _glyphs(version)[cat.id].colour,
     }  # fmt: skip
+    if version == 3:  # the COCO OVD class this category stands in for (None: it is that COCO class)
+        out["replaces"] = categories_v3_table()[cat.id - 1]["replaces"]
+    return out
 
 
-def _same_world(meta: dict[str, Any], size_name: str, counts: dict[str, int], seed: int) -> bool:
+def _same_world(
+    meta: dict[str, Any], size_name: str, counts: dict[str, int], seed: int, version: int = 2
+) -> bool:
     return (
-        meta.get("generator_version") == GENERATOR_VERSION
+        meta.get("generator_version") == str(version)
         and meta.get("seed") == seed
         and meta.get("size") == size_name
         and {s: meta.get("counts", {}).get(f"{s}_images", 0) for s in SPLITS} == counts
@@ -999,6 +1244,7 @@ def generate_world(
     workers: int | None = None,
     overwrite: bool = False,
     test_images: int | None = None,
+    version: int = 2,
 ) -> WorldInfo:
     """Generate the miniature world under ``out_dir`` (or return it if it is already there).
 
@@ -1007,9 +1253,13 @@ def generate_world(
     no half world. An existing complete world with the same size, seed and generator version is returned
     as is; a different one is an error unless ``overwrite`` (then it is replaced). ``test_images`` (or a
     ``"test"`` entry of a ``size`` dict; default 0) adds the held-out test split: scenes like val, from their
-    own seed stream, so train/val/web are byte-identical with and without it.
+    own seed stream, so train/val/web are byte-identical with and without it. ``version`` is the generator
+    version: 2 (default, the 171-category world) or 3 (COCO's 65-class open-vocabulary shape, COCO-like object
+    sizes at test size 320, multi-object web images with alt-text captions and a held-out ``web_val``
+    split of a tenth of ``web``'s size; see docs/world.md).
     """
-    size_name, counts = _resolve_counts(size, test_images)
+    version = _check_version(version)
+    size_name, counts = _resolve_counts(size, test_images, version)
     if not isinstance(seed, int) or seed < 0:
         raise RegionCLIPError(f"world seed must be an integer >= 0, got {seed!r}")
     workers = (os.cpu_count() or 1) if workers is None else int(workers)
@@ -1018,7 +1268,7 @@ def generate_world(
         meta_path = out / "world.json"
         if meta_path.is_file():
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            if _same_world(meta, size_name, counts, seed):
+            if _same_world(meta, size_name, counts, seed, version):
                 return WorldInfo.from_root(out)
             if not overwrite:
                 raise RegionCLIPError(
@@ -1029,13 +1279,15 @@ def generate_world(
             raise RegionCLIPError(f"{out} exists and is not a miniature world: choose an empty or new folder")
 
     start = time.perf_counter()
-    cats = categories()
-    _glyphs()  # render once in the parent so forked workers inherit the atlas
+    cats = categories(version)
+    _glyphs(version)  # render once in the parent so forked workers inherit the atlas
+    if version == 3:
+        _fill_v3()
     _photos()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        _write_world(tmp, cats, size_name, counts, seed, workers)
+        _write_world(tmp, cats, size_name, counts, seed, workers, version)
         if out.exists():
             shutil.rmtree(out) if (out / "world.json").is_file() else out.rmdir()
         os.replace(tmp, out)
@@ -1048,14 +1300,15 @@ def generate_world(
 
 
 def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts: dict[str, int], seed: int,
-                 workers: int) -> dict[str, Any]:  # fmt: skip
-    cat_json = [_category_json(c) for c in cats]
+                 workers: int, version: int = 2) -> dict[str, Any]:  # fmt: skip
+    cat_json = [_category_json(c, version) for c in cats]
     base_ids = {c.id for c in cats if c.split == "base"}
     totals: dict[str, int] = {}
     shard_paths: dict[str, list[str]] = {}
-    counts = {"web": 0, "test": 0, **counts}
+    counts = {"web": 0, "test": 0, "web_val": 0, **counts}
     first_id = {"train": 1, "val": counts["train"] + 1, "web": counts["train"] + counts["val"] + 1}
     first_id["test"] = first_id["web"] + counts["web"]
+    first_id["web_val"] = first_id["test"] + counts["test"]
     for split in SPLITS:
         if counts[split] == 0 and split in OPTIONAL_SPLITS:
             continue
@@ -1064,7 +1317,7 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
         (root / "shards").mkdir(exist_ok=True)
         shards = _ShardWriter(root / "shards", split) if split in SCENE_SPLITS else None
         images, boxes, caps = [], [], []
-        jobs = [(seed, split, i) for i in range(counts[split])]
+        jobs = [(seed, split, i, version) for i in range(counts[split])]
         for i, scene in enumerate(_iter_scenes(jobs, workers)):
             image_id = first_id[split] + i
             key = f"{image_id:08d}"
@@ -1093,7 +1346,7 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
             shard_paths[split] = [str(p.relative_to(root)) for p in shards.paths]
         info = {
             "description": f"regionclip miniature world ({split}, seed {seed})",
-            "version": GENERATOR_VERSION,
+            "version": str(version),
         }
         licenses = [{"id": 1, "name": "CC BY-SA 4.0 (derived from OpenMoji)",
                      "url": "https://creativecommons.org/licenses/by-sa/4.0/"}]  # fmt: skip
@@ -1107,10 +1360,10 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
         totals[f"{split}_images"] = len(images)
         totals[f"{split}_boxes"] = len(boxes)
         totals[f"{split}_captions"] = len(caps)
-    atomic_write_text(root / "LICENSE-ATTRIBUTION.md", _attribution_text())
+    atomic_write_text(root / "LICENSE-ATTRIBUTION.md", _attribution_text(version))
     meta = {
         "generator": "regionclip.data.world",
-        "generator_version": GENERATOR_VERSION,
+        "generator_version": str(version),
         "seed": seed,
         "size": size_name,
         "image_size": IMAGE_SIZE,
@@ -1127,7 +1380,7 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
     return meta
 
 
-def _attribution_text() -> str:
+def _attribution_text(version: int = 2) -> str:
     lic = openmoji_license_path()
     lic_note = (
         f"the package's licence file ({lic.name}) is the full CC BY-SA 4.0 legal code"
@@ -1137,7 +1390,7 @@ def _attribution_text() -> str:
     return f"""# Licence and attribution of the miniature world
 
 The images of this folder are generated by `regionclip make-world` (regionclip.data.world, generator
-version {GENERATOR_VERSION}). They are derived works of the assets below.
+version {version}). They are derived works of the assets below.
 
 ## OpenMoji (the objects) - CC BY-SA 4.0
 
