@@ -41,9 +41,7 @@ def test_synonyms_and_plurals_appear():
     dog = next(c for c in world.categories(3) if c.name == "dog")
     texts = [alt_text.alt_text([alt_text.Mention(dog, 2, None)], (), rng)[0].lower() for _ in range(200)]
     assert any("puppies" in t for t in texts) and any("dogs" in t for t in texts)
-    assert not any(
-        " dog " in f" {t} ".replace(",", " ") for t in texts if "dogs" not in t and "pupp" not in t
-    )
+    assert all("dogs" in t or "puppies" in t for t in texts)  # two of them: always a plural
     skis = next(c for c in world.categories(3) if c.name == "skis")
     one = [alt_text.alt_text([alt_text.Mention(skis, 1, None)], (), rng)[0].lower() for _ in range(100)]
     assert not any(" a skis" in f" {t}" for t in one)  # "a pair of skis", never "a skis"
