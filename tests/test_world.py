@@ -441,6 +441,13 @@ def test_v3_world_splits_novel_and_metadata(tiny_v3):
     )
     assert any(a["category_id"] in novel_ids for a in _load(info.instances["val"])["annotations"])
     assert info.shards["train"] and info.counts["test_images"] == 5 and "test" not in info.shards
+    test_first = (info.images["test"] / "00000081.jpg").read_bytes()  # ids after train, val and web
+    assert test_first == world.render_scene(0, "test", 0, 3).jpeg  # the test split is version 3 too
+    assert meta["object_sizes"] == {
+        "test_size": 320,
+        "bounds_px": [26.7, 80.0],
+        "coco_shares": [0.41, 0.34, 0.24],
+    }
     cats = world.categories(3)
     for split in ("train", "val"):  # the scene captions name only what they say they name
         for c in _load(info.captions[split])["annotations"]:

@@ -16,6 +16,12 @@ The category table :data:`CATEGORIES` is curated by hand; :data:`NOVEL_NAMES` is
 a seed whatever the number of workers: image ``i`` of split ``s`` draws from ``numpy.random.default_rng
 ((seed, SEED_STREAM[s], i))``. The optional ``test`` split (held out: generated apart, from its own seed
 stream, and never used for development choices) leaves the other splits byte-identical. See ``docs/world.md``.
+
+Generator version 3 (``generate_world(..., version=3)``; the default stays 2) takes COCO's open-vocabulary
+shape: the 65 categories of ``world_v3_categories.json`` (48 base + 17 novel, COCO's names and roles or
+stand-ins), object sizes drawn so that their stride-16 cell counts at test size 320 have COCO's small /
+medium / large shares (:func:`draw_object_sizes`), web images with 1-3 objects and alt-text captions
+(:mod:`regionclip.data.alt_text`), and a held-out ``web_val`` split from its own seed stream.
 """
 
 from __future__ import annotations
@@ -771,6 +777,7 @@ def render_iconic(seed: int, index: int, split: str = "web") -> _Scene:
 # Object sizes in stride-16 cells matched to COCO at test size 320 (docs/world.md, plan for issue 12): COCO's
 # small / medium / large bounds (sqrt(area) 32 / 96 px on 480 px images, x800/480 at test size 800 = 3.3 / 10
 # cells) at test size 320 are 26.7 / 80 px on the 160 px image; COCO's shares are 41% / 34% / 24%.
+V3_TEST_SIZE = 320  # the detection / region short side the sizes are designed for (2x the 160 px images)
 V3_SIZE_BOUNDS = (26.7, 80.0)  # visible sqrt(area) bounds, px on the 160 px image
 V3_SIZE_SHARES = (0.41, 0.34, 0.24)  # COCO's small / medium / large object shares
 V3_SIZE_RANGE = (9.0, 110.0)  # smallest / largest drawn visible sqrt(area), px (log-uniform within a bin)
@@ -1376,6 +1383,12 @@ def _write_world(root: Path, cats: tuple[Category, ...], size_name: str, counts:
         "shards": shard_paths,
         "openmoji_font": openmoji_font_path().name,
     }
+    if version == 3:  # the object-size design: visible sqrt(area) bins (px, 160 px image) for test size 320
+        meta["object_sizes"] = {
+            "test_size": V3_TEST_SIZE,
+            "bounds_px": list(V3_SIZE_BOUNDS),
+            "coco_shares": list(V3_SIZE_SHARES),
+        }
     atomic_write_json(root / "world.json", meta)  # written last: its presence marks a complete world
     return meta
 
