@@ -474,7 +474,7 @@ def load_index(folder: str | Path) -> RegionIndex:
 # ------------------------------------------------------------------------------------------ search
 
 
-def _faiss() -> Any | None:
+def faiss_module() -> Any | None:
     try:
         import faiss
     except ImportError:
@@ -506,7 +506,7 @@ class RegionSearcher:
         backend = c.backend
         if backend not in ("auto", "torch", "flat", "ivf"):
             raise RegionCLIPError(f"search backend: expected auto, torch, flat or ivf, got {backend!r}")
-        faiss = _faiss()
+        faiss = faiss_module()
         if backend == "auto":
             backend = (
                 "torch" if n < c.torch_limit or faiss is None else ("ivf" if n >= c.ivf_limit else "flat")

@@ -4,6 +4,7 @@ the crops), or per-image detections of a vocabulary, without running the image b
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -57,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         SearchConfig,
         contact_sheet,
         detect_in_index,
+        faiss_module,
         load_index,
         search_index,
     )
@@ -79,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if args.queries:
         queries = check_names(args.queries, "queries")
+        if args.backend == "auto" and len(index) >= SearchConfig().torch_limit and faiss_module() is None:
+            print(f"regionclip search: FAISS is not installed (pip install 'regionclip[index]'): searching "
+                  f"{len(index)} regions with torch", file=sys.stderr)  # fmt: skip
         searcher = RegionSearcher(
             index.embeddings, SearchConfig(args.backend, nprobe=args.nprobe, nlist=args.nlist)
         )
