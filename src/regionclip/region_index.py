@@ -487,7 +487,7 @@ class SearchConfig:
     """How :class:`RegionSearcher` searches (see the module doc)."""
 
     backend: str = "auto"  # auto | torch | flat | ivf
-    torch_limit: int = 20_000  # auto: plain torch below this many regions
+    torch_limit: int = 20_000  # auto: plain torch below this many regions (FAISS is faster above)
     ivf_limit: int = 200_000  # auto: FAISS IVF at or above this many regions, exact flat below
     nlist: int | None = None  # IVF lists (default: ~sqrt(R), at least 1)
     nprobe: int = 16  # IVF lists probed per query
@@ -520,12 +520,15 @@ class RegionSearcher:
         self._torch: Tensor | None = None
         self._index: Any = None
         if backend == "torch":
-            self._torch = embeddings  # kept as stored; chunks are cast to float32 per query
+            # a float32 copy when it is small (fast matmul); else fp16, cast chunk by chunk per query
+            small = n * self.dim <= 64 * 2**20
+            self._torch = embeddings.float() if small else embeddings
             return
-        data = embeddings.float().numpy()
+        step = 262_144  # rows converted to float32 at a time
         if backend == "flat":
             self._index = faiss.IndexFlatIP(self.dim)
-            self._index.add(data)
+            for start in range(0, n, step):
+                self._index.add(embeddings[start : start + step].float().numpy())
             return
         nlist = c.nlist or max(1, int(math.sqrt(n)))
         nlist = min(nlist, max(1, n))
@@ -539,8 +542,8 @@ class RegionSearcher:
         index.cp.niter = 10
         index.cp.min_points_per_centroid = 1
         index.train(embeddings[sample].float().numpy())
-        for start in range(0, n, 262_144):
-            index.add(embeddings[start : start + 262_144].float().numpy())
+        for start in range(0, n, step):
+            index.add(embeddings[start : start + step].float().numpy())
         index.nprobe = min(c.nprobe, nlist)
         self._index = index
         self._quantizer = quantizer  # the IVF index does not own it
