@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import machine, report
 from PIL import Image
 
+from _common import machine, report
 from regionclip.region_index import RegionSearcher, SearchConfig, build_index, detect_in_index, load_index
 
 
