@@ -23,6 +23,7 @@ from regionclip.region_index import (
     SearchConfig,
     build_index,
     detect_in_index,
+    ivf_cache_path,
     load_index,
     model_identity,
 )
@@ -249,3 +250,18 @@ def test_faiss_and_torch_return_the_same_top_k():
     auto = RegionSearcher(emb, SearchConfig(torch_limit=1000, ivf_limit=2000))
     assert auto.backend == "ivf"
     assert RegionSearcher(emb, SearchConfig(torch_limit=1000, ivf_limit=5000)).backend == "flat"
+
+
+def test_ivf_is_cached_by_index_content(ckpt, photos, tmp_path, monkeypatch):
+    pytest.importorskip("faiss")
+    out = tmp_path / "idx"
+    assert _index(ckpt, [photos], out) == 0
+    index = load_index(out)
+    cache = ivf_cache_path(index)
+    first = RegionSearcher(index.embeddings, SearchConfig("ivf", nlist=4, nprobe=4), cache=cache)
+    files = list(out.glob("faiss-ivf-*-4.index"))
+    assert len(files) == 1
+    q = torch.randn(2, index.embeddings.shape[1])
+    monkeypatch.setattr("faiss.IndexIVFScalarQuantizer.train", lambda *a: pytest.fail("retrained"))
+    again = RegionSearcher(index.embeddings, SearchConfig("ivf", nlist=4, nprobe=4), cache=cache)
+    assert torch.equal(again.search(q, 5)[1], first.search(q, 5)[1])

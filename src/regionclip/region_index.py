@@ -498,7 +498,9 @@ class SearchConfig:
 class RegionSearcher:
     """Top-k inner-product search over normalised embeddings ``[R, D]`` (fp16 or float)."""
 
-    def __init__(self, embeddings: Tensor, config: SearchConfig | None = None):
+    def __init__(self, embeddings: Tensor, config: SearchConfig | None = None, cache: Path | None = None):
+        """cache: a file where a trained IVF index is kept (read if present, written if not; the caller
+        names it after the index content, see :func:`ivf_cache_path`)."""
         self.config = config or SearchConfig()
         c = self.config
         n = int(embeddings.shape[0])
@@ -532,6 +534,17 @@ class RegionSearcher:
             return
         nlist = c.nlist or max(1, int(math.sqrt(n)))
         nlist = min(nlist, max(1, n))
+        if cache is not None:
+            cache = cache.with_name(f"{cache.stem}-{nlist}{cache.suffix}")
+            if cache.is_file():
+                try:
+                    index = faiss.read_index(str(cache))
+                except RuntimeError:
+                    index = None  # damaged: rebuilt below
+                if index is not None and index.ntotal == n and index.d == self.dim:
+                    index.nprobe = min(c.nprobe, nlist)
+                    self._index = index
+                    return
         quantizer = faiss.IndexFlatIP(self.dim)
         index = faiss.IndexIVFScalarQuantizer(
             quantizer, self.dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
@@ -547,6 +560,8 @@ class RegionSearcher:
         index.nprobe = min(c.nprobe, nlist)
         self._index = index
         self._quantizer = quantizer  # the IVF index does not own it
+        if cache is not None:
+            atomic_write(cache, lambda tmp: faiss.write_index(index, str(tmp)))
 
     def search(self, queries: Tensor, k: int) -> tuple[Tensor, Tensor]:
         """Scores and rows ``[Q, k']`` (k' = min(k, R)) of the best regions for normalised ``queries [Q, D]``,
@@ -573,6 +588,14 @@ class RegionSearcher:
         scores_t, rows_t = torch.from_numpy(scores), torch.from_numpy(rows).long()
         scores_t[rows_t < 0] = float("-inf")
         return scores_t, rows_t
+
+
+def ivf_cache_path(index: RegionIndex) -> Path:
+    """Where :class:`RegionSearcher` keeps the trained IVF of ``index``: named by a hash of its shard list,
+    so appending images makes a new one."""
+    shards = sorted((p.name, p.stat().st_size) for p in shard_files(index.folder))
+    key = hashlib.sha1(json.dumps([index.model["id"], shards]).encode()).hexdigest()[:16]
+    return index.folder / f"faiss-ivf-{key}.index"
 
 
 # ------------------------------------------------------------------------------------------ queries

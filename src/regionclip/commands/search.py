@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         contact_sheet,
         detect_in_index,
         faiss_module,
+        ivf_cache_path,
         load_index,
         search_index,
     )
@@ -84,9 +85,8 @@ def run(args: argparse.Namespace) -> int:
         if args.backend == "auto" and len(index) >= SearchConfig().torch_limit and faiss_module() is None:
             print(f"regionclip search: FAISS is not installed (pip install 'regionclip[index]'): searching "
                   f"{len(index)} regions with torch", file=sys.stderr)  # fmt: skip
-        searcher = RegionSearcher(
-            index.embeddings, SearchConfig(args.backend, nprobe=args.nprobe, nlist=args.nlist)
-        )
+        config = SearchConfig(args.backend, nprobe=args.nprobe, nlist=args.nlist)
+        searcher = RegionSearcher(index.embeddings, config, cache=ivf_cache_path(index))
         bank = det.vocabulary_bank(queries)
         hits = search_index(index, bank.embeddings, queries, args.top, searcher)
         results = {q: [] for q in queries}

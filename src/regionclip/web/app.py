@@ -102,11 +102,11 @@ def create_app(
     index = searcher = index_det = None
     if index_folder is not None:
         from regionclip.commands.search import load_text_side
-        from regionclip.region_index import RegionSearcher, load_index
+        from regionclip.region_index import RegionSearcher, ivf_cache_path, load_index
 
         index = load_index(index_folder)
         index_det = load_text_side(index)
-        searcher = RegionSearcher(index.embeddings)
+        searcher = RegionSearcher(index.embeddings, cache=ivf_cache_path(index))
 
     app = FastAPI(title="regionclip", docs_url=None, redoc_url=None)
 
