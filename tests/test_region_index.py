@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -209,7 +210,15 @@ def test_torchrun_two_ranks(ckpt, photos, tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "regionclip", "index", str(photos), "--checkpoint", str(ckpt), "--out", str(out),
            "--shard-size", "1"]  # fmt: skip
-    subprocess.run(cmd, check=True, env=env, timeout=180, capture_output=True)
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        output, _ = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both ranks
+        raise
+    assert proc.returncode == 0, output.decode(errors="replace")[-2000:]
     ranks = {p.name.split("-")[1] for p in out.glob("shard-*")}
     assert ranks == {"r0", "r1"}
     manifest = json.loads((out / "index.json").read_text())
