@@ -205,3 +205,20 @@ def test_page_in_headless_chromium(live_server, setup, tmp_path):
         assert json.loads(driver.execute_script("return JSON.stringify(document.title)")) == "regionclip"
     finally:
         driver.quit()
+
+
+def test_default_checkpoint_and_samples(tmp_path, monkeypatch, capsys):
+    from regionclip.web.app import default_samples
+
+    monkeypatch.chdir(tmp_path)  # no regionclip-demo/ here
+    assert main(["serve", "--port", "8123"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "regionclip-demo/transfer_regionclip/detector.safetensors does not exist" in err
+    assert len(err.splitlines()) == 1
+    val = tmp_path / "val"
+    val.mkdir()
+    for i in range(3):
+        Image.fromarray(np.full((16, 16, 3), 40 * i, np.uint8)).save(val / f"{i:08d}.jpg")
+    samples = default_samples(ServeConfig(demo_samples=2), world_val=val)
+    assert [s.id for s in samples[:3]] == ["world-00000000", "world-00000001", "skimage-astronaut"]
+    assert samples[0].load().size == (16, 16)
