@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image, UnidentifiedImageError
 
@@ -174,7 +175,7 @@ def create_app(
         vocab: str = Form(""), file: UploadFile | None = File(None), sample: str | None = Form(None)
     ) -> dict:
         image, name = await _image(file, sample)
-        result = _detect(image, vocab)
+        result = await run_in_threadpool(_detect, image, vocab)  # keeps the server responsive
         w, h = image.size
         dets = [
             {"box": [round(v, 2) for v in box], "label": int(lab), "name": result.names[int(lab)],
@@ -195,7 +196,7 @@ def create_app(
         min_score: float = Form(0.0),
     ) -> Response:
         image, _ = await _image(file, sample)
-        result = _detect(image, vocab)
+        result = await run_in_threadpool(_detect, image, vocab)  # keeps the server responsive
         keep = result.scores >= min_score
         drawn = draw_detections(
             image, result.boxes[keep].tolist(), result.labels[keep].tolist(), result.scores[keep].tolist(),
