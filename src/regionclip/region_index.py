@@ -286,7 +286,7 @@ def read_manifest(folder: str | Path) -> dict:
 
 def check_same_model(manifest_model: dict, model: dict, where: str | Path) -> None:
     """Refuse to mix an index with a model other than the one that built it."""
-    for key in ("id", "embed_dim", "temperature", "text_fingerprint"):
+    for key in ("id", "embed_dim", "temperature", "text_fingerprint", "min_size", "max_size", "proposals"):
         if manifest_model.get(key) != model.get(key):
             raise IndexFileError(
                 f"{where}: index built with another model ({key} {manifest_model.get(key)!r} in the index, "
