@@ -147,15 +147,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10k and 100k regions only")
     parser.add_argument("--queries", type=int, default=20, help="queries timed per case (median)")
+    parser.add_argument("--dims", type=int, nargs="+", default=[1024, 512], help="embedding dimensions")
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, help="index sizes (regions)")
+    parser.add_argument("--no-build", action="store_true", help="skip the build-rate part")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        build_rows = bench_build(Path(tmp))
-    report(
-        "index-build", build_rows, ["case", "images", "regions", "seconds", "regions_per_s", "images_per_s"]
-    )
-    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    if not args.no_build:
+        with tempfile.TemporaryDirectory() as tmp:
+            build_rows = bench_build(Path(tmp))
+        columns = ["case", "images", "regions", "seconds", "regions_per_s", "images_per_s"]
+        report("index-build", build_rows, columns)
+    sizes = args.sizes or ([10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000])
     rows = []
-    for d in (1024, 512):
+    for d in args.dims:
         for n in sizes:
             rows += bench_query(n, d, args.queries)
     report("index-query", rows, ["regions", "dim", "backend", "ms_per_query", "setup_s", "recall@20"],
