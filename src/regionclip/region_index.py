@@ -523,7 +523,7 @@ class RegionSearcher:
         self._index: Any = None
         if backend == "torch":
             # a float32 copy when it is small (fast matmul); else fp16, cast chunk by chunk per query
-            small = n * self.dim <= 64 * 2**20
+            small = n * self.dim <= 128 * 2**20  # 512 MB of float32
             self._torch = embeddings.float() if small else embeddings
             return
         step = 262_144  # rows converted to float32 at a time
