@@ -72,7 +72,7 @@ def stage_index(ctx: DemoContext) -> dict:
     figure = ctx.out / "figures" / "index_search.png"
     figure.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(search_dir / "search.png", figure)
-    rows = "\n".join(f"| {q} | {100 * per_query[q]:.0f} | {100 * chance[q]:.1f} |" for q in queries)
+    rows = "\n".join(f"| {q} | {100 * per_query[q]:.0f} | {100 * chance[q]:.2f} |" for q in queries)
     section = f"""{SECTION}
 
 `regionclip index` embedded the {len(index.images)} val images once ({len(index)} regions: the
@@ -80,7 +80,7 @@ def stage_index(ctx: DemoContext) -> dict:
 then looked for {len(queries)} novel class names without running the backbone. Precision@{TOP}: the share
 of the {TOP} retrieved regions whose box has IoU >= 0.5 with a ground-truth box of the queried class;
 chance: the share of all indexed regions that would count. Mean precision@{TOP} {100 * mean:.0f}% against
-{100 * mean_chance:.1f}% by chance. Contact sheet: `figures/index_search.png`.
+{100 * mean_chance:.2f}% by chance. Contact sheet: `figures/index_search.png`.
 
 | query (novel) | precision@{TOP} (%) | chance (%) |
 |---|---:|---:|
@@ -91,7 +91,7 @@ chance: the share of all indexed regions that would count. Mean precision@{TOP} 
     text = text.split(SECTION)[0].rstrip() + "\n\n" + section
     atomic_write_text(results_md, text)
     print(f"[demo] index: mean precision@{TOP} of {len(queries)} novel queries {100 * mean:.0f}% "
-          f"(chance {100 * mean_chance:.1f}%); {figure}", flush=True)  # fmt: skip
+          f"(chance {100 * mean_chance:.2f}%); {figure}", flush=True)  # fmt: skip
     return {"queries": queries, "precision_at_k": per_query, "chance": chance, "k": TOP,
             "mean_precision": mean, "mean_chance": mean_chance, "figure": str(figure),
             "images": len(index.images), "regions": len(index)}  # fmt: skip

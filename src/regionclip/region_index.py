@@ -678,8 +678,8 @@ def crop_region(image_path: str | Path, box: Sequence[float], size: int = 128) -
     )  # fmt: skip
     if crop.width < 1 or crop.height < 1:
         crop = Image.new("RGB", (1, 1))
-    crop.thumbnail((size, size))
-    return crop
+    scale = size / max(crop.width, crop.height)  # up or down: small regions stay visible
+    return crop.resize((max(1, round(crop.width * scale)), max(1, round(crop.height * scale))), Image.BICUBIC)
 
 
 def contact_sheet(hits: Sequence[SearchHit], queries: Sequence[str], size: int = 128) -> Any:
