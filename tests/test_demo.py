@@ -19,7 +19,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert math.isfinite(clip) and math.isfinite(regionclip), name
         assert 0.0 <= clip <= 100.0 and 0.0 <= regionclip <= 100.0, name
     assert (out / "results.md").read_text().startswith("# regionclip demo")
-    for figure in ("comparison.png", "detections.png"):
+    for figure in ("comparison.png", "detections.png", "index_search.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     for stage in (
         "world",
@@ -31,6 +31,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         "transfer_clip",
         "transfer_regionclip",
         "report",
+        "index",
     ):
         assert (out / stage / "stage.json").is_file(), stage
     # each transfer detector lies in its stage's folder: where `regionclip detect` looks by default
@@ -42,10 +43,15 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     # the student really changed during pretraining, and the three losses were logged
     history = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert {"loss_region_concept", "loss_region_distill", "loss_image_text"} <= set(history[0])
+    # the index stage: val images indexed once, novel names searched, precision@k in results.md
+    index = json.loads((out / "index" / "stage.json").read_text())
+    assert index["images"] > 0 and len(index["queries"]) > 0
+    assert all(0.0 <= p <= 1.0 for p in index["precision_at_k"].values())
+    assert "## Index and search" in (out / "results.md").read_text()
     capsys.readouterr()
     # a second run reuses every stage
     assert main(["demo", "--size", "quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("done before") == 9
+    assert printed.count("done before") == 10
     assert "Transfer detector AP50, novel" in printed
     assert "Transfer detector AP50 + RPN score, novel" in printed

@@ -27,7 +27,7 @@ from regionclip.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-COMMAND_DOCS = ("getting-started.md", "cli.md", "configs.md", "checkpoints.md")
+COMMAND_DOCS = ("getting-started.md", "cli.md", "configs.md", "checkpoints.md", "index-search.md")
 SHELL_OPERATORS = {"&&", "||", ";", "|", ">", ">>", "2>&1", "&"}
 CONFIG_CLASSES = {
     "train-clip": ("regionclip.commands.train_clip", "TrainCLIPConfig"),

@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "detect": ("detect", "detect objects of any vocabulary in images; writes COCO JSON and PNGs"),
     "convert": ("convert", "convert official RegionCLIP / OpenAI / detectron2 checkpoints"),
     "export": ("export", "export the image side to ONNX with the vocabulary as a run-time input"),
+    "index": ("index", "embed the regions of an image collection once into a region index"),
+    "search": ("search", "search a region index with text queries, or detect a vocabulary in it"),
+    "serve": ("serve", "a local web page to try detection and index search"),
 }
 
 

@@ -16,7 +16,8 @@ finished stage; a stage interrupted mid-training resumes from its last checkpoin
 6. ``zeroshot``: region classification on ground-truth boxes and zero-shot detection, CLIP vs RegionCLIP;
 7. ``transfer_clip`` / ``transfer_regionclip``: detectors trained on base classes from each initialisation
    (``train-detector``), evaluated on novel / base / all AP50 (``eval``);
-8. ``report``: ``results.json``, ``results.md``, figures, and the table printed at the end.
+8. ``report``: ``results.json``, ``results.md``, figures, and the table printed at the end;
+9. ``index``: the val images indexed once and searched for novel names (:mod:`regionclip.demo_index`).
 """
 
 from __future__ import annotations
@@ -319,7 +320,7 @@ Stage = Callable[[DemoContext], dict]
 
 
 def _stages() -> list[tuple[str, Stage]]:
-    from regionclip import demo_eval
+    from regionclip import demo_eval, demo_index
 
     return [
         ("world", stage_world),
@@ -331,6 +332,7 @@ def _stages() -> list[tuple[str, Stage]]:
         ("transfer_clip", demo_eval.stage_transfer_clip),
         ("transfer_regionclip", demo_eval.stage_transfer_regionclip),
         ("report", demo_eval.stage_report),
+        ("index", demo_index.stage_index),
     ]
 
 

@@ -57,6 +57,18 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict]]:
     return files, skipped
 
 
+def default_checkpoint() -> Path:
+    """The demo's detector, the default of ``detect``, ``index`` and ``serve``; a clear error if absent."""
+    from regionclip.errors import RegionCLIPError
+
+    if not DEMO_CHECKPOINT.is_file():
+        raise RegionCLIPError(
+            f"no --checkpoint given and {DEMO_CHECKPOINT} does not exist: run `regionclip demo` to train one, "
+            "or pass --checkpoint (see docs/getting-started.md)"
+        )
+    return DEMO_CHECKPOINT
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -70,14 +82,7 @@ def run(args: argparse.Namespace) -> int:
         if args.vocab_file
         else parse_vocabulary(args.vocab, args.lvis_json)
     )
-    checkpoint = args.checkpoint
-    if checkpoint is None:
-        if not DEMO_CHECKPOINT.is_file():
-            raise RegionCLIPError(
-                f"no --checkpoint given and {DEMO_CHECKPOINT} does not exist: run `regionclip demo` to train one, "
-                "or pass --checkpoint (see docs/getting-started.md)"
-            )
-        checkpoint = DEMO_CHECKPOINT
+    checkpoint = args.checkpoint or default_checkpoint()
     files, skipped = collect_images(args.inputs)
     if not files:
         raise RegionCLIPError(f"no images found in {', '.join(args.inputs)}")

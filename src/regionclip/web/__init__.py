@@ -1,0 +1,1 @@
+"""The local web page of ``regionclip serve`` (:mod:`regionclip.web.app`, one static page)."""
