@@ -336,3 +336,23 @@ def test_cli_pretrain_tiny_runs_skips_corrupt_samples_and_resumes_exactly(tmp_pa
     again = load_clip(resumed / "student.safetensors")
     for k, v in student.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_pseudo_label_temperature_is_independent_of_the_student_temperature():
+    assert PretrainConfig().loss.pseudo_label_temperature == 0.01  # the official hard-coded s_temp
+    task = make_task(temperature=0.07).eval()  # student τ moved, teacher τ left at its default
+    batch = make_batch(task)
+    out = task(batch)
+    images = ImageBatch.from_images(batch.images)
+    with torch.no_grad():
+        emb = task.teacher(images.tensor, batch.boxes)
+    # independent computation: softmax of cosine / 0.01 over the pool, top-1 probability averaged
+    v = torch.nn.functional.normalize(emb, dim=-1)
+    c = torch.nn.functional.normalize(task.teacher_concepts, dim=-1)
+    top = (v @ c.t() / 0.01).softmax(-1).max(-1).values.mean()
+    assert abs(out.metrics["teacher_confidence"] - float(top)) < 1e-5
+    task.pseudo_label_temperature = 0.07
+    moved = task(batch)
+    top_moved = (v @ c.t() / 0.07).softmax(-1).max(-1).values.mean()
+    assert abs(moved.metrics["teacher_confidence"] - float(top_moved)) < 1e-5
+    assert abs(float(top) - float(top_moved)) > 1e-3
