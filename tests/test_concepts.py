@@ -11,6 +11,7 @@ from regionclip.concepts import (
     OFFICIAL_TEMPLATES,
     ConceptBank,
     build_concept_bank,
+    clean_class_name,
     clean_name,
     load_official_embeddings,
     make_prompts,
@@ -97,3 +98,34 @@ def test_non_utf8_names_file(tmp_path):
 
 def test_top_level_api():
     assert regionclip.build_concept_bank is build_concept_bank
+
+
+def test_lvis_class_names_are_cleaned_like_the_official_get_cls_names(micro_model):
+    # real LVIS v1 names, with the text the official get_cls_names prompts (written out by hand)
+    expected = {
+        "bow_(weapon)": "bow",
+        "bow_(decorative_ribbons)": "bow",
+        "hot-air_balloon": "hot-air balloon",
+        "Dixie_cup": "Dixie cup",
+        "bulletin_board": "bulletin board",
+        "car_(automobile)": "car",
+        "cab_(taxi)": "cab",
+        "ball": "ball",
+        "teddy_bear": "teddy bear",
+        "Lego": "Lego",
+        "sweat_pants": "sweat pants",
+        "bean_curd": "bean curd",
+    }
+    assert {n: clean_class_name(n) for n in expected} == expected
+    names = list(expected)[:4]
+    cleaned = build_concept_bank(micro_model, names, ("{}.", "a photo of a {}."), clean_class_names=True)
+    assert cleaned.names == names  # labels keep the verbatim names
+    plain = build_concept_bank(
+        micro_model, ["bow", "hot-air balloon", "Dixie cup"], ("{}.", "a photo of a {}.")
+    )
+    assert torch.allclose(cleaned.embeddings[0], plain.embeddings[0], atol=1e-6)
+    assert torch.allclose(cleaned.embeddings[1], plain.embeddings[0], atol=1e-6)
+    assert torch.allclose(cleaned.embeddings[2], plain.embeddings[1], atol=1e-6)
+    assert torch.allclose(cleaned.embeddings[3], plain.embeddings[2], atol=1e-6)
+    verbatim = build_concept_bank(micro_model, names, ("{}.", "a photo of a {}."))
+    assert not torch.allclose(verbatim.embeddings[0], cleaned.embeddings[0], atol=1e-4)

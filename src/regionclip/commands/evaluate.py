@@ -71,6 +71,7 @@ class EvalConfig:
     protocol: Literal["generalized", "novel_only"] = "generalized"  # vocabulary: all classes or novel only
     recipe: Literal["coco", "lvis"] | None = None  # zero-shot settings (None: lvis if data.lvis else coco)
     templates: Literal["official", "simple"] | None = None  # None: the checkpoint's, else official
+    clean_class_names: bool | None = None  # prompt cleaned names (official get_cls_names); None: ckpt's, else on
     cache_dir: str | None = None  # class-embedding cache (default $REGIONCLIP_CACHE or ~/.cache/regionclip)
     score_thresh: float | None = None  # override of the score threshold
     nms: Literal["soft", "hard"] | None = None  # override of the per-class NMS kind
@@ -94,6 +95,7 @@ class EvalProtocol(Protocol):
 
     mode: str = "transfer"  # transfer (detector checkpoint) or zero-shot (clip checkpoint)
     templates: str = "official"  # prompt templates of the vocabulary embeddings
+    clean_class_names: bool = True  # class names cleaned before prompting (official get_cls_names)
     apply_box_deltas: bool = True  # boxes moved by the class-agnostic regressor
     proposal_preset: str | None = None  # RPN proposal preset (NMS / top-k), None for GT boxes
     max_proposals: int | None = None  # proposals kept per image when fewer than the preset's
@@ -355,7 +357,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         )
     clip = model.clip.to(device)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    bank = build_concept_bank(clip, names, templates, cache_dir=cache)
+    clean = cfg.clean_class_names
+    if clean is None:
+        clean = bool(model.config.get("clean_class_names", True))
+    bank = build_concept_bank(clip, names, templates, cache_dir=cache, clean_class_names=clean)
     clip.cpu()
     detector = model.detector.to(device).eval()
     class_embeddings = bank.embeddings.to(device)
@@ -440,6 +445,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         checkpoint=str(cfg.checkpoint),
         mode=model.mode,
         templates=template_name(templates),
+        clean_class_names=clean,
         apply_box_deltas=bool(detector.apply_box_deltas),
         proposal_preset=model.proposal_preset if model.box_source == "rpn" else None,
         max_proposals=cfg.max_proposals if model.box_source == "rpn" else None,

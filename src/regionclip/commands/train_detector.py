@@ -67,6 +67,7 @@ class VocabularyConfig:
     novel_classes: str | None = None  # names file of the held-out classes (stored for evaluation)
     templates: Literal["official", "simple"] = "official"  # 81 official prompt templates or one
     cache_dir: str | None = None  # where class embeddings are cached (default $REGIONCLIP_CACHE)
+    clean_class_names: bool = True  # prompt "bow (weapon)"-style names cleaned as official get_cls_names
 
 
 @dataclass
@@ -464,7 +465,9 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
 
     clip.to(dist.device)
     cache = Path(cfg.vocabulary.cache_dir) if cfg.vocabulary.cache_dir else default_cache_dir()
-    bank = build_concept_bank(clip, classes, templates, cache_dir=cache)
+    bank = build_concept_bank(
+        clip, classes, templates, cache_dir=cache, clean_class_names=cfg.vocabulary.clean_class_names
+    )
     text = {k: v.cpu() for k, v in text_state(clip).items()}
     clip.cpu()
     torch.manual_seed(cfg.train.seed)  # the new heads' initial weights (same on every rank)
@@ -494,6 +497,7 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
         extra = {
             "input": {"min_size": cfg.data.test_short_size, "max_size": cfg.data.max_size},
             "templates": list(templates),
+            "clean_class_names": cfg.vocabulary.clean_class_names,
             "split": {"base": list(split.base), "novel": list(split.novel)} if split is not None else None,
             "train": config_to_dict(cfg),
         }

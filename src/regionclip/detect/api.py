@@ -309,6 +309,7 @@ class Detector:
         cache_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
         source: str = "",
+        clean_class_names: bool = True,
     ):
         self.device = torch.device(device)
         self.model = detector.to(self.device).eval()
@@ -319,6 +320,7 @@ class Detector:
         self.templates = tuple(templates)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.source = source
+        self.clean_class_names = clean_class_names  # prompt names cleaned as the official get_cls_names
         self._banks: dict[tuple[str, ...], ConceptBank] = {}
 
     # ---------------------------------------------------------------------------------- construction
@@ -396,6 +398,7 @@ class Detector:
             cache_dir=cache_dir,
             device=device,
             source=str(path),
+            clean_class_names=bool(config.get("clean_class_names", True)),
         )
 
     # ---------------------------------------------------------------------------------- vocabulary
@@ -414,7 +417,9 @@ class Detector:
                     f"{self.source}: this checkpoint has no text encoder, so names cannot be embedded; pass a "
                     "ConceptBank as vocabulary, or convert the checkpoint with --text-weights (OpenAI CLIP .pt)"
                 )
-            bank = build_concept_bank(self.clip, list(names), self.templates, cache_dir=self.cache_dir)
+            bank = build_concept_bank(
+                self.clip, list(names), self.templates, self.cache_dir, clean_class_names=self.clean_class_names
+            )
             self._banks[names] = bank
         bank.check_dim(self.model.embed_dim, "this detector")
         return bank
