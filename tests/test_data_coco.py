@@ -198,3 +198,12 @@ def test_compose_and_train_transform_keep_boxes_valid():
         assert min(w, h) in (24, 36)
         assert torch.allclose(out_boxes[0], torch.tensor([0.0, 0.0, w, h]))
         assert bool((out_boxes[:, 2] > out_boxes[:, 0]).all())
+
+
+def test_aspect_groups_from_json_sizes_or_file_header(tmp_path):
+    data = _instances()
+    data["images"][2].update(width=20, height=40)  # portrait
+    path, root = _write_set(tmp_path, data)
+    del data["images"][0]["width"]  # read from the file header (32 x 24: landscape)
+    ds = CocoDetection(data, root, drop_empty=False)
+    assert ds.aspect_groups() == [0, 1, 1]  # detectron2: 0 if w > h else 1 (square: 1)

@@ -71,7 +71,7 @@ class EvalConfig:
     protocol: Literal["generalized", "novel_only"] = "generalized"  # vocabulary: all classes or novel only
     recipe: Literal["coco", "lvis"] | None = None  # zero-shot settings (None: lvis if data.lvis else coco)
     templates: Literal["official", "simple"] | None = None  # None: the checkpoint's, else official
-    clean_class_names: bool | None = None  # prompt cleaned names (official get_cls_names); None: ckpt's, else on
+    clean_class_names: bool | None = None  # official get_cls_names cleaning; None: ckpt's, else on
     cache_dir: str | None = None  # class-embedding cache (default $REGIONCLIP_CACHE or ~/.cache/regionclip)
     score_thresh: float | None = None  # override of the score threshold
     nms: Literal["soft", "hard"] | None = None  # override of the per-class NMS kind

@@ -79,6 +79,7 @@ class DetDataConfig:
     short_sizes: list[int] = field(default_factory=lambda: [640, 672, 704, 736, 768, 800])  # train short side
     max_size: int = 1333  # long-side cap of the train and test resize
     flip: float = 0.5  # horizontal-flip probability
+    aspect_ratio_grouping: bool = True  # batches of landscape-only or portrait-only images (detectron2)
     test_short_size: int = 800  # test short side stored in the checkpoint (detect / eval use it)
 
 
@@ -489,6 +490,9 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
         collate,
         num_workers=cfg.train.num_workers,
         epoch_indices=epoch_indices,
+        groups=(dataset.base if isinstance(dataset, MaskedDetection) else dataset).aspect_groups()
+        if cfg.data.aspect_ratio_grouping
+        else None,
     )
     train(task, batches, cfg.train, out_dir, dist, config_to_dict(cfg), desc="train-detector")
 

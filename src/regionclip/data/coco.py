@@ -224,6 +224,21 @@ class CocoDetection(torch.utils.data.Dataset):
         """The set of labels present in each image (for repeat-factor sampling)."""
         return [set(labels.tolist()) for _, labels in self._targets]
 
+    def aspect_groups(self) -> list[int]:
+        """Per image: 0 if wider than tall, else 1 (detectron2's aspect-ratio buckets), from the JSON's
+        ``width`` / ``height``, or the file header when they are missing (unreadable files: group 0)."""
+        groups = []
+        for i, img in enumerate(self.images):
+            w, h = img.get("width"), img.get("height")
+            if not (_is_number(w) and _is_number(h)):
+                try:
+                    with Image.open(self.image_path(i)) as im:
+                        w, h = im.size
+                except (OSError, ValueError):
+                    w, h = 1, 0
+            groups.append(0 if w > h else 1)
+        return groups
+
     def read_image(self, index: int) -> Image.Image:
         path = self.image_path(index)
         try:

@@ -417,8 +417,9 @@ class Detector:
                     f"{self.source}: this checkpoint has no text encoder, so names cannot be embedded; pass a "
                     "ConceptBank as vocabulary, or convert the checkpoint with --text-weights (OpenAI CLIP .pt)"
                 )
+            clean = self.clean_class_names
             bank = build_concept_bank(
-                self.clip, list(names), self.templates, self.cache_dir, clean_class_names=self.clean_class_names
+                self.clip, list(names), self.templates, self.cache_dir, clean_class_names=clean
             )
             self._banks[names] = bank
         bank.check_dim(self.model.embed_dim, "this detector")

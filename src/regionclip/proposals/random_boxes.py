@@ -20,10 +20,10 @@ global RNG when ``seed`` is None. Objectness is zero.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor
-
-from typing import Literal
 
 from regionclip.proposals.base import ProposalGenerator, Proposals
 from regionclip.structures import ImageBatch
