@@ -79,6 +79,7 @@ class EvalConfig:
     max_dets: int | None = None  # override of the detections per image
     score_fusion: Literal["none", "logit", "sigmoid"] | None = None  # override of the RPN score fusion
     apply_box_deltas: bool | None = None  # override: move boxes by the regressor (False for zero-shot / GT)
+    batched_inference: bool | None = None  # override: trunk on the padded batch (default per image, exact)
     region_accuracy: bool = False  # also region classification top-1 on GT boxes (always with boxes: gt)
     batch_size: int = 2  # images per forward pass
     num_workers: int = 0  # DataLoader workers reading images
@@ -119,7 +120,15 @@ class EvalModel:
 
 
 def _detector_overrides(cfg: EvalConfig) -> dict[str, Any]:
-    names = ("score_thresh", "nms", "nms_thresh", "max_dets", "score_fusion", "apply_box_deltas")
+    names = (
+        "score_thresh",
+        "nms",
+        "nms_thresh",
+        "max_dets",
+        "score_fusion",
+        "apply_box_deltas",
+        "batched_inference",
+    )
     return {n: getattr(cfg, n) for n in names if getattr(cfg, n) is not None}
 
 
@@ -394,7 +403,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             if want_region:
                 boxes = [t["boxes"].to(device) for t in targets]
                 if sum(len(b) for b in boxes):
-                    region_emb.append(detector.backbone(batch.tensor, boxes).float().cpu())
+                    region_emb.append(detector.embed_boxes(batch, boxes).float().cpu())
                     region_labels.append(torch.cat([t["labels"] for t in targets]))
     seconds = time.perf_counter() - t0
     for message in unreadable:
