@@ -11,7 +11,6 @@ inside; :func:`load_official_embeddings` reads the official ``.pth`` tensors wit
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,12 @@ from torch import Tensor
 from regionclip.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from regionclip.errors import CheckpointError, RegionCLIPError
 
-# The official 81 templates: '{}.' followed by CLIP's 80 ImageNet templates.
-OFFICIAL_TEMPLATES: tuple[str, ...] = ("{}.",) + tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+# The official 81 templates (``get_prompt_templates``), in the official order: '{}.', 'a photo of a {}.',
+# then CLIP's other 79 ImageNet templates in CLIP's order.
+_CLIP_80: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+OFFICIAL_TEMPLATES: tuple[str, ...] = ("{}.", "a photo of a {}.") + tuple(
+    t for t in _CLIP_80 if t != "a photo of a {}."
+)
 # A single template, for quick experiments and the miniature world's tiny text encoder.
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
@@ -38,11 +41,12 @@ def clean_name(name: str) -> str:
 def clean_class_name(name: str) -> str:
     """The official class-name cleaning of the LVIS path (``get_cls_names``) before prompting.
 
-    ``_`` becomes a space, parenthesised parts are dropped, runs of whitespace collapse to one space:
-    ``"bow_(weapon)"`` -> ``"bow"``, ``"Dixie_cup"`` -> ``"Dixie cup"``. Only the prompted text changes;
-    class names themselves (labels, category mapping) are kept verbatim.
+    ``_`` becomes a space and the parenthesis characters are removed (their words stay, as in the official
+    code), runs of whitespace collapse to one space (the CLIP tokenizer collapses them anyway):
+    ``"bow_(weapon)"`` -> ``"bow weapon"``, ``"Dixie_cup"`` -> ``"Dixie cup"``. Only the prompted text
+    changes; class names themselves (labels, category mapping) are kept verbatim.
     """
-    return " ".join(re.sub(r"\([^()]*\)", " ", name.replace("_", " ")).split())
+    return " ".join(name.replace("_", " ").replace("(", "").replace(")", "").split())
 
 
 def make_prompts(name: str, templates: Sequence[str] = OFFICIAL_TEMPLATES) -> list[str]:

@@ -122,7 +122,9 @@ def template_name(templates: tuple[str, ...] | list[str]) -> str:
     """``official`` / ``simple`` for the two known sets, else ``custom(N)``."""
     from regionclip.concepts import OFFICIAL_TEMPLATES, SIMPLE_TEMPLATES
 
-    if tuple(templates) == OFFICIAL_TEMPLATES:
+    if tuple(templates) == OFFICIAL_TEMPLATES or (
+        len(templates) == len(OFFICIAL_TEMPLATES) and set(templates) == set(OFFICIAL_TEMPLATES)
+    ):  # the same 81 in the order of earlier checkpoints counts as official
         return "official"
     if tuple(templates) == SIMPLE_TEMPLATES:
         return "simple"
