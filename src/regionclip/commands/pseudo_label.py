@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 
+from regionclip.data.images import open_image
 from regionclip.errors import DataError, RegionCLIPError
 from regionclip.io import atomic_write, atomic_write_json
 
@@ -103,11 +104,7 @@ def _items(args: argparse.Namespace) -> list[tuple[str, Path, torch.Tensor | Non
 
 
 def _read(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+    return open_image(path)
 
 
 def _colour(name: str) -> tuple[int, int, int]:

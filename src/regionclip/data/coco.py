@@ -21,9 +21,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
+from regionclip.data.images import open_image
 from regionclip.errors import DataError
 from regionclip.structures import ImageBatch
 
@@ -242,12 +243,10 @@ class CocoDetection(torch.utils.data.Dataset):
     def read_image(self, index: int) -> Image.Image:
         path = self.image_path(index)
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(f"{self.source}: image file not found: {path}") from None
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise DataError(f"{self.source}: cannot read image {path}: {err}") from None
+            return open_image(path)
+        except DataError as err:
+            img = self.images[index]
+            raise DataError(f"{self.source}: image id {img['id']}: {err}") from None
 
     def load(self, index: int) -> DetectionSample:
         """Sample ``index``; raises :class:`DataError` naming the file if its image cannot be read."""

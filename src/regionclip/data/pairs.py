@@ -27,7 +27,6 @@ A webdataset batch whose samples are all unusable is filled with the next usable
 from __future__ import annotations
 
 import glob
-import io
 import logging
 import random
 import tarfile
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from regionclip.data.captions import caption_member, parse_sample_captions, split_sample_key
 from regionclip.data.coco import pil_to_tensor, read_json
+from regionclip.data.images import ImageError, open_image
 from regionclip.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 from regionclip.errors import DataError
 
@@ -99,11 +99,9 @@ class UnusableSample(Exception):
 def decode_image(data: bytes) -> Image.Image:
     """Decode image bytes to an RGB PIL image, or raise :class:`UnusableSample`."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UnusableSample(f"undecodable image ({type(err).__name__})") from None
+        return open_image(bytes(data), name="image")
+    except ImageError as err:
+        raise UnusableSample(f"undecodable image ({err.kind})") from None
 
 
 def pick_caption(captions: Sequence[Any], max_captions: int, rng: random.Random) -> str:

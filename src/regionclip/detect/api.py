@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from regionclip.checkpoint import (
@@ -36,6 +36,7 @@ from regionclip.checkpoint import (
 )
 from regionclip.concepts import OFFICIAL_TEMPLATES, ConceptBank, build_concept_bank
 from regionclip.config import config_from_dict, config_to_dict
+from regionclip.data.images import open_image
 from regionclip.detect.config import DetectorConfig
 from regionclip.detect.detector import OpenVocabDetector, build_detector
 from regionclip.detect.postprocess import Detections
@@ -191,11 +192,7 @@ def read_image(source: Any) -> Image.Image:
         path = Path(source)
         if not path.is_file():
             raise RegionCLIPError(f"image not found: {path}")
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise RegionCLIPError(f"{path}: cannot read the image ({err})") from None
+        return open_image(path)
     if isinstance(source, Image.Image):
         return source.convert("RGB")
     if isinstance(source, Tensor):
