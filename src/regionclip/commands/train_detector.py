@@ -406,6 +406,8 @@ def build_training_set(cfg: TrainDetectorConfig):
     data = {k: v for k, v in instances.items() if k != "_rare"}
     dataset = CocoDetection(data, d.image_root, classes, transform, drop_empty=True, skip_unreadable=True)
     dataset.source = d.train_json
+    if dataset.filter_report():
+        log.warning("%s: left out %s", d.train_json, dataset.filter_report())
     collate = collate_detection
     if cfg.detector.mask_on or (cfg.detector.mask_on is None and cfg.detector.recipe == "lvis"):
         dataset = MaskedDetection(dataset, data)
@@ -511,6 +513,9 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
         skipped = dataset.num_unreadable
         if skipped:
             print(f"train-detector: skipped {skipped} unreadable images")
+        base_set = dataset.base if isinstance(dataset, MaskedDetection) else dataset
+        if base_set.filter_report():
+            print(f"train-detector: left out of {cfg.data.train_json}: {base_set.filter_report()}")
         print(f"train-detector: wrote {path}")
     barrier()
     return path

@@ -138,6 +138,8 @@ def train_rpn(cfg: TrainRPNConfig) -> Path:
         save_rpn(rpn, cfg.rpn, path, extra)
         if dataset.num_unreadable:
             print(f"train-rpn: skipped {dataset.num_unreadable} unreadable images")
+        if dataset.filter_report():
+            print(f"train-rpn: left out of {cfg.data.train_json}: {dataset.filter_report()}")
         print(f"train-rpn: wrote {path}")
     barrier()
     return path
