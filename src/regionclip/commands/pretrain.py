@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from regionclip.engine.runs import claim_out_dir
+
 log = logging.getLogger("regionclip.pretrain")
 
 
@@ -96,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(cfg.out_dir)
         config_dict = config_to_dict(cfg)
         if dist.is_main:
+            claim_out_dir(out_dir)  # one run per output folder (engine/runs.py)
             save_config(cfg, out_dir / "config.yaml")
         task = build_pretrain_task(cfg, gather=all_gather_with_grad if dist.distributed else None)
         from open_clip.tokenizer import SimpleTokenizer

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from regionclip.config import config_to_dict, load_config, save_config
 from regionclip.detect.config import DetectorConfig
 from regionclip.engine.loop import TrainConfig
+from regionclip.engine.runs import claim_out_dir
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.structures import StepOutput
 
@@ -462,6 +463,7 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
     dist = init_distributed(cfg.device)
     out_dir = Path(cfg.out_dir)
     if dist.is_main:
+        claim_out_dir(out_dir)  # one run per output folder (engine/runs.py)
         save_config(cfg, out_dir / "config.yaml")
         global_batch = cfg.train.batch_size * dist.world_size
         log.info(
