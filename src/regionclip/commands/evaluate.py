@@ -406,6 +406,10 @@ def evaluate(cfg: EvalConfig) -> dict:
                     region_emb.append(detector.embed_boxes(batch, boxes).float().cpu())
                     region_labels.append(torch.cat([t["labels"] for t in targets]))
     seconds = time.perf_counter() - t0
+    if not detections and unreadable:  # every image missing or undecodable: no metric to report
+        raise DataError(
+            f"{d.json}: none of the {len(unreadable)} images could be read (e.g. {unreadable[0]})"
+        )
     for message in unreadable:
         print(f"regionclip eval: skipped unreadable image: {message}", file=sys.stderr)
 

@@ -150,7 +150,8 @@ class CocoCaptions(torch.utils.data.Dataset):
         for i, ann in enumerate(data["annotations"]):
             if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
                 raise DataError(f"{source}: annotations[{i}] needs 'image_id' and a string 'caption'")
-            captions.setdefault(ann["image_id"], []).append(ann["caption"])
+            if ann["caption"].strip():  # empty captions are left out
+                captions.setdefault(ann["image_id"], []).append(ann["caption"])
         self.items: list[tuple[str, list[str]]] = []
         for i, img in enumerate(data["images"]):
             if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
@@ -158,7 +159,7 @@ class CocoCaptions(torch.utils.data.Dataset):
             if img["id"] in captions:
                 self.items.append((img["file_name"], captions[img["id"]]))
         if not self.items:
-            raise DataError(f"{source}: no image has a caption")
+            raise DataError(f"{source}: no image has a non-empty caption")
         self.image_dir = Path(image_dir)
         self.transform = transform
         self.max_captions = max_captions
@@ -324,7 +325,10 @@ class WebDatasetPairs(IterableDataset):
                     position += 1
                     produced += 1
             if produced == 0:
-                raise DataError(f"rank {self.rank}: its webdataset shards hold no samples")
+                shards = ", ".join(self.rank_shards(epoch)[:3])
+                raise DataError(
+                    f"rank {self.rank}: its webdataset shards hold no readable samples ({shards})"
+                )
             epoch += 1
 
     def decode(self, position: int, sample: RawSample, tar: tarfile.TarFile) -> CaptionedImage:
@@ -339,11 +343,20 @@ class WebDatasetPairs(IterableDataset):
 
     def first_usable_after(self, start: int) -> CaptionedImage:
         """The first usable sample at stream position >= ``start`` (fills a batch with no usable sample)."""
+        seen: set[tuple[str, str]] = set()
+        last = ""
         for position, sample, tar in self.stream():
             if position >= start:
+                if (sample.shard, sample.key) in seen:  # a whole epoch and nothing usable: never loop forever
+                    raise DataError(
+                        f"no usable sample in the {len(self.shards)} webdataset shards of rank {self.rank} "
+                        f"(e.g. {self.shards[0]}): every sample is skipped ({last})"
+                    )
+                seen.add((sample.shard, sample.key))
                 try:
                     return self.decode(position, sample, tar)
-                except UnusableSample:
+                except UnusableSample as err:
+                    last = f"{sample.shard}:{sample.key}: {err}"
                     continue  # counted by the worker that owns that batch
         raise AssertionError("unreachable: the stream is endless")
 
