@@ -198,3 +198,49 @@ def test_compose_and_train_transform_keep_boxes_valid():
         assert min(w, h) in (24, 36)
         assert torch.allclose(out_boxes[0], torch.tensor([0.0, 0.0, w, h]))
         assert bool((out_boxes[:, 2] > out_boxes[:, 0]).all())
+
+
+def test_aspect_groups_from_json_sizes_or_file_header(tmp_path):
+    data = _instances()
+    data["images"][2].update(width=20, height=40)  # portrait
+    path, root = _write_set(tmp_path, data)
+    del data["images"][0]["width"]  # read from the file header (32 x 24: landscape)
+    ds = CocoDetection(data, root, drop_empty=False)
+    assert ds.aspect_groups() == [0, 1, 1]  # detectron2: 0 if w > h else 1 (square: 1)
+
+
+def test_bad_boxes_are_filtered_counted_and_clipped_as_coco_tools_do(tmp_path):
+    data = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 40, "height": 30}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 3, 10, 5]},  # kept as is
+            {"id": 2, "image_id": 1, "category_id": 1, "bbox": [30, 20, 20, 20]},  # clipped to 40 x 30
+            {"id": 3, "image_id": 1, "category_id": 1, "bbox": [-5, -5, 10, 10]},  # clipped at 0
+            {"id": 4, "image_id": 1, "category_id": 1, "bbox": [50, 5, 10, 10]},  # fully outside
+            {"id": 5, "image_id": 1, "category_id": 1, "bbox": [5, 5, 0, 10]},  # zero width
+            {"id": 6, "image_id": 1, "category_id": 1, "bbox": [5, 5, -3, 10]},  # negative width
+            {"id": 7, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 10], "iscrowd": 1},  # crowd
+            {"id": 8, "image_id": 1, "category_id": 2, "bbox": [5, 5, 10, 10]},  # not a training class
+        ],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 2, "name": "dog"}],
+    }
+    path, root = _write_set(tmp_path, data)
+    ds = CocoDetection(path, root, ["cat"])
+    assert ds.filtered == {
+        "crowd": 1, "other_class": 1, "empty_box": 2, "outside_image": 1, "clipped": 2, "empty_image": 0
+    }  # fmt: skip
+    assert ds[0].boxes.tolist() == [[2.0, 3.0, 12.0, 8.0], [30.0, 20.0, 40.0, 30.0], [0.0, 0.0, 5.0, 5.0]]
+    report = ds.filter_report()
+    assert (
+        "1 crowd boxes" in report and "2 zero/negative-area boxes" in report and "1 boxes outside" in report
+    )
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_box_is_rejected_naming_file_index_and_field(tmp_path, bad):
+    data = _instances()
+    data["annotations"][3]["bbox"] = [1, 2, bad, 4]
+    path = tmp_path / "nan.json"
+    path.write_text(json.dumps(data))  # written as NaN / Infinity, which Python's JSON reader accepts
+    with pytest.raises(DataError, match=r"nan.json: annotations\[3\].bbox must be 4 finite numbers"):
+        load_coco_instances(path)

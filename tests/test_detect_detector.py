@@ -240,3 +240,43 @@ def test_changing_the_vocabulary_at_inference():
         assert permuted == inverse[expected].tolist()
         res = det.predict(images, vocab, [t["boxes"] for t in targets], apply_box_deltas=False)
         assert all(int(r.labels.min()) >= 0 and int(r.labels.max()) < k for r in res if len(r))
+
+
+def _batch_invariance_detector(batched: bool):
+    from regionclip.proposals.config import RPNConfig
+    from regionclip.proposals.rpn import build_rpn
+
+    torch.manual_seed(5)
+    rpn = build_rpn(RPNConfig(trunk="clip:RN-micro", anchor_sizes=[16.0, 32.0]), "transfer")
+    enc = _encoder(3)
+    cfg = DetectorConfig(score_fusion="sigmoid", score_thresh=0.0, batched_inference=batched)
+    det = build_detector(cfg, enc, rpn, torch.randn(3, enc.embed_dim)).eval()
+    with torch.no_grad():  # a non-trivial box regressor, so deltas are exercised too
+        det.box_regressor.linear.weight.normal_(0, 0.01)
+    return det
+
+
+def test_predict_is_independent_of_the_batch_size():
+    g = torch.Generator().manual_seed(9)
+    sizes = [(64, 80), (48, 96), (96, 64), (80, 80), (56, 72), (72, 56), (64, 64), (40, 88)]
+    images = [torch.rand(3, h, w, generator=g) for h, w in sizes]
+    vocab = torch.randn(4, _encoder().embed_dim, generator=g)
+    det = _batch_invariance_detector(batched=False)
+    singles = [det.predict(ImageBatch.from_images([img]), vocab)[0] for img in images]
+    together = det.predict(ImageBatch.from_images(images), vocab)
+    assert sum(len(d) for d in singles) > 20
+    for one, many in zip(singles, together, strict=True):
+        assert one.boxes.shape == many.boxes.shape
+        assert torch.allclose(one.boxes, many.boxes, atol=1e-5)
+        assert torch.allclose(one.scores, many.scores, atol=1e-5)
+        assert torch.equal(one.labels, many.labels)
+    # the same boxes embedded per image: identical at batch 1 and batch 8
+    boxes = [d.boxes[:3] for d in singles]
+    one_by_one = torch.cat(
+        [det.embed_boxes(ImageBatch.from_images([im]), [b]) for im, b in zip(images, boxes, strict=True)]
+    )
+    assert torch.allclose(det.embed_boxes(ImageBatch.from_images(images), boxes), one_by_one, atol=1e-5)
+    # the padded-batch trunk (option) does depend on the batch: the reason for the default
+    padded = _batch_invariance_detector(batched=True)
+    padded_emb = padded.embed_boxes(ImageBatch.from_images(images), boxes)
+    assert not torch.allclose(padded_emb, one_by_one, atol=1e-4)

@@ -93,3 +93,44 @@ def test_soft_nms_empty():
     assert keep.shape == (0,) and soft.shape == (0,)
     keep, soft = soft_nms_reference(torch.zeros(0, 4), torch.zeros(0))
     assert keep.shape == (0,) and soft.shape == (0,)
+
+
+def _official_global_loop(boxes, scores, classes, sigma=0.5, prune=0.001):
+    """The official batched soft-NMS written out: boxes of each class offset apart, ONE greedy loop over all."""
+    shifted = boxes + (classes.float() * (float(boxes.max()) + 1.0))[:, None]
+    idx, alive_scores, out = torch.arange(len(scores)), scores.clone(), {}
+    while alive_scores.numel():
+        top = int(torch.argmax(alive_scores))
+        out[int(idx[top])] = float(alive_scores[top])
+        x1 = torch.maximum(shifted[top, 0], shifted[:, 0])
+        y1 = torch.maximum(shifted[top, 1], shifted[:, 1])
+        x2 = torch.minimum(shifted[top, 2], shifted[:, 2])
+        y2 = torch.minimum(shifted[top, 3], shifted[:, 3])
+        inter = (x2 - x1).clamp(min=0) * (y2 - y1).clamp(min=0)
+        area = (shifted[:, 2] - shifted[:, 0]) * (shifted[:, 3] - shifted[:, 1])
+        iou = inter / (area[top] + area - inter)
+        alive_scores = alive_scores * torch.exp(-(iou**2) / sigma)
+        keep = alive_scores > prune
+        keep[top] = False
+        shifted, alive_scores, idx = shifted[keep], alive_scores[keep], idx[keep]
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_soft_nms_with_score_threshold_below_prune_matches_the_official_global_loop(seed):
+    # candidates above a 0.0001 score threshold, many of them below the 0.001 prune threshold, and classes
+    # whose candidates are ALL below it: the official global loop drops those at its first iteration
+    g = torch.Generator().manual_seed(50 + seed)
+    boxes, _ = _random_boxes(150, seed)
+    classes = torch.randint(0, 12, (150,), generator=g)
+    scores = torch.rand(150, generator=g) * 0.002 + 0.0001
+    scores[classes < 6] = torch.rand(int((classes < 6).sum()), generator=g) * 0.0008 + 0.0001  # all < prune
+    keep, soft = batched_soft_nms(boxes, scores, classes)
+    expected = _official_global_loop(boxes, scores, classes)
+    assert sorted(keep.tolist()) == sorted(expected)
+    for i, s in zip(keep.tolist(), soft.tolist(), strict=True):
+        assert abs(s - expected[i]) <= 1e-5 * expected[i]
+    assert int((classes[keep] < 6).sum()) <= 1  # at most the global top pick survives from those classes
+    # the per-class semantics (option) keeps each such class's top candidate instead
+    per_class, _ = batched_soft_nms(boxes, scores, classes, official_prune=False)
+    assert len(set(classes[per_class].tolist())) == len(set(classes.tolist()))

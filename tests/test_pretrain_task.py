@@ -336,3 +336,97 @@ def test_cli_pretrain_tiny_runs_skips_corrupt_samples_and_resumes_exactly(tmp_pa
     again = load_clip(resumed / "student.safetensors")
     for k, v in student.state_dict().items():
         assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_pseudo_label_temperature_is_independent_of_the_student_temperature():
+    assert PretrainConfig().loss.pseudo_label_temperature == 0.01  # the official hard-coded s_temp
+    task = make_task(temperature=0.07).eval()  # student τ moved, teacher τ left at its default
+    batch = make_batch(task)
+    out = task(batch)
+    images = ImageBatch.from_images(batch.images)
+    with torch.no_grad():
+        emb = task.teacher(images.tensor, batch.boxes)
+    # independent computation: softmax of cosine / 0.01 over the pool, top-1 probability averaged
+    v = torch.nn.functional.normalize(emb, dim=-1)
+    c = torch.nn.functional.normalize(task.teacher_concepts, dim=-1)
+    top = (v @ c.t() / 0.01).softmax(-1).max(-1).values.mean()
+    assert abs(out.metrics["teacher_confidence"] - float(top)) < 1e-5
+    task.pseudo_label_temperature = 0.07
+    moved = task(batch)
+    top_moved = (v @ c.t() / 0.07).softmax(-1).max(-1).values.mean()
+    assert abs(moved.metrics["teacher_confidence"] - float(top_moved)) < 1e-5
+    assert abs(float(top) - float(top_moved)) > 1e-3
+
+
+_COLOURS = {
+    "red": (1.0, 0.0, 0.0),
+    "green": (0.0, 1.0, 0.0),
+    "blue": (0.0, 0.0, 1.0),
+    "yellow": (1.0, 1.0, 0.0),
+}
+
+
+def _one_object_images(n: int, seed: int, distinct: bool):
+    """Noisy grey 64x64 images, each with one coloured square (class = colour) and its GT box."""
+    g = torch.Generator().manual_seed(seed)
+    images, boxes, labels = [], [], []
+    for k in range(n):
+        img = torch.rand(3, 64, 64, generator=g) * 0.3 + 0.35
+        c = k % 4 if distinct else int(torch.randint(0, 4, (1,), generator=g))
+        s = int(torch.randint(28, 44, (1,), generator=g))
+        x, y = (int(v) for v in torch.randint(0, 64 - s, (2,), generator=g))
+        img[:, y : y + s, x : x + s] = torch.tensor(list(_COLOURS.values())[c])[:, None, None] * 0.8 + 0.1
+        images.append(img)
+        boxes.append(torch.tensor([[x, y, x + s, y + s]], dtype=torch.float32))
+        labels.append(c)
+    return images, boxes, torch.tensor(labels)
+
+
+def test_tiny_pretraining_with_correct_labels_beats_the_teacher_on_regions(tmp_path):
+    """GT boxes as the regions, the category names as the concept pool, captions naming the true category:
+    a short pretraining run (the engine's loop, AdamW) must raise region top-1 accuracy (region embedding of
+    the GT box vs the pool, computed here independently) well above the teacher's (the initial weights).
+    The region-level losses are off: with a random teacher their pseudo-labels are noise, not correct labels.
+    """
+    from regionclip.concepts import embed_names
+    from regionclip.engine.distributed import DistInfo
+    from regionclip.engine.loop import TrainConfig, train
+
+    names = list(_COLOURS)
+    torch.manual_seed(0)
+    clip = create_model("RN-micro")
+    teacher = RegionEncoder(copy.deepcopy(clip.visual))
+    freeze_stages(clip.visual, 2)
+    pool = embed_names(clip, names, ("a photo of a {}.",))
+    task = PretrainTask(
+        RegionEncoder(clip.visual), teacher, TextEncoder(clip), GivenBoxes(), pool, pool.clone(), clip.preset,
+        weight_region_concept=0.0, weight_region_distill=0.0,
+    )  # fmt: skip
+
+    def accuracy(encoder, images, boxes, labels) -> float:
+        with torch.no_grad():
+            emb = torch.cat(
+                [
+                    encoder(ImageBatch.from_images([im]).tensor, [b])
+                    for im, b in zip(images, boxes, strict=True)
+                ]
+            )
+        cos = torch.nn.functional.normalize(emb, dim=-1) @ torch.nn.functional.normalize(pool, dim=-1).t()
+        return float((cos.argmax(dim=1) == labels).float().mean())
+
+    def make_batches(start: int):
+        for step in range(start, 10**9):
+            images, boxes, labels = _one_object_images(4, step, distinct=True)
+            tokens = clip.tokenize([f"a photo of a {names[int(c)]}." for c in labels])
+            yield PretrainBatch(images, tokens, boxes)
+
+    val = _one_object_images(64, 999, distinct=False)
+    before = accuracy(task.teacher, *val)
+    cfg = TrainConfig(
+        max_steps=100, batch_size=4, optimizer="adamw", lr=1e-2, weight_decay=0.0, warmup_steps=10,
+        lr_milestones=(0.6, 0.85), checkpoint_every=10**6, log_every=50, progress=False,
+    )  # fmt: skip
+    train(task, make_batches, cfg, tmp_path, DistInfo())
+    after = accuracy(task.student.eval(), *val)
+    assert after >= before + 0.25, (before, after)
+    assert accuracy(task.teacher, *val) == before  # the teacher stays frozen

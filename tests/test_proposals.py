@@ -251,28 +251,50 @@ def check_inside_and_nondegenerate(props, sizes, min_side):
 
 def test_random_boxes_inside_nondegenerate_on_grid_and_reproducible():
     batch = ImageBatch.from_images([torch.rand(3, 70, 100), torch.rand(3, 50, 41)])
-    gen = RandomBoxes(count=50, min_size=16, grid=8, seed=7)
+    gen = RandomBoxes(count=50, min_size=16, grid=8, seed=7, style="lattice")
     props = gen(batch)
     assert [len(p) for p in props] == [50, 50]
     check_inside_and_nondegenerate(props, batch.image_sizes, 16)
     on_grid = (props[0].boxes % 8 == 0) | (props[0].boxes == torch.tensor([100.0, 70.0, 100.0, 70.0]))
     assert on_grid.all()
-    again = RandomBoxes(count=50, min_size=16, grid=8, seed=7)(batch)
+    again = RandomBoxes(count=50, min_size=16, grid=8, seed=7, style="lattice")(batch)
     assert all(torch.equal(a.boxes, b.boxes) for a, b in zip(props, again, strict=True))
-    other = RandomBoxes(count=50, min_size=16, grid=8, seed=8)(batch)
+    other = RandomBoxes(count=50, min_size=16, grid=8, seed=8, style="lattice")(batch)
     assert not torch.equal(props[0].boxes, other[0].boxes)
     assert not torch.equal(props[0].boxes, gen(batch)[0].boxes)  # the next draw differs
 
 
 def test_random_boxes_same_for_batch_and_tiny_images():
     batch = ImageBatch.from_images([torch.rand(3, 70, 100), torch.rand(3, 50, 41)])
-    props = RandomBoxes(count=20, min_size=8, grid=8, same_for_batch=True, seed=0)(batch)
+    props = RandomBoxes(count=20, min_size=8, grid=8, same_for_batch=True, seed=0, style="lattice")(batch)
     assert torch.equal(props[0].boxes, props[1].boxes)
     check_inside_and_nondegenerate(props, [(50, 41), (50, 41)], 8)
     tiny = ImageBatch.from_images([torch.rand(3, 5, 6)])
-    props = RandomBoxes(count=4, min_size=16, grid=8, seed=0)(tiny)
+    props = RandomBoxes(count=4, min_size=16, grid=8, seed=0, style="lattice")(tiny)
     assert torch.equal(props[0].boxes, torch.tensor([[0.0, 0.0, 6.0, 5.0]] * 4))
     assert len(RandomBoxes(count=0)(tiny)[0]) == 0
+
+
+def test_random_boxes_official_distribution():
+    # two images padded to 640 x 480 (H x W): the official boxes are one set drawn on the padded size
+    batch = ImageBatch.from_images([torch.rand(3, 640, 320), torch.rand(3, 400, 480)])
+    assert tuple(batch.tensor.shape[-2:]) == (640, 480)
+    n = 20000
+    props = RandomBoxes(count=n, seed=3)(batch)  # defaults: official style, min 8 px, grid 8
+    b = props[0].boxes
+    assert torch.equal(b, props[1].boxes)  # one set for the whole batch
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    assert float(w.min()) >= 8 and float(h.min()) >= 8
+    assert (b[:, 0] % 8 == 0).all() and (b[:, 1] % 8 == 0).all()  # top-left on the 8-px cells
+    assert float(b[:, 2].max()) <= 480 and float(b[:, 3].max()) <= 640
+    assert float(b[:, 2].max()) > 470 and float(b[:, 3].max()) > 630  # reaches the padded edges
+    # x1 uniform on the 60 cells 0..472 (mean 236), x2 uniform to its right: E[w] = 8 + (480 - 236 - 8) / 2
+    assert abs(float(b[:, 0].mean()) - 236.0) < 4.0
+    assert abs(float(w.mean()) - 126.0) < 3.0 and abs(float(w.mean()) - 480 / 4) < 0.1 * 480 / 4
+    assert abs(float(h.mean()) - (8 + (640 - 316 - 8) / 2)) < 4.0
+    counts = torch.bincount((b[:, 0] / 8).long(), minlength=60).float()
+    assert counts.numel() == 60 and float(counts.min()) > 0.7 * n / 60  # every cell, roughly uniform
+    assert RandomBoxesConfig().style == "official" and RandomBoxesConfig().min_size == 8.0
 
 
 def test_given_boxes_are_clipped_and_builder_kinds():

@@ -23,8 +23,12 @@ from torch import Tensor
 from regionclip.checkpoint import fingerprint, load_checkpoint, save_checkpoint
 from regionclip.errors import CheckpointError, RegionCLIPError
 
-# The official 81 templates: '{}.' followed by CLIP's 80 ImageNet templates.
-OFFICIAL_TEMPLATES: tuple[str, ...] = ("{}.",) + tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+# The official 81 templates (``get_prompt_templates``), in the official order: '{}.', 'a photo of a {}.',
+# then CLIP's other 79 ImageNet templates in CLIP's order.
+_CLIP_80: tuple[str, ...] = tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+OFFICIAL_TEMPLATES: tuple[str, ...] = ("{}.", "a photo of a {}.") + tuple(
+    t for t in _CLIP_80 if t != "a photo of a {}."
+)
 # A single template, for quick experiments and the miniature world's tiny text encoder.
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
@@ -32,6 +36,17 @@ SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 def clean_name(name: str) -> str:
     """The official name cleaning: commas removed, '+' replaced by a space (underscores are kept)."""
     return name.replace(",", "").replace("+", " ")
+
+
+def clean_class_name(name: str) -> str:
+    """The official class-name cleaning of the LVIS path (``get_cls_names``) before prompting.
+
+    ``_`` becomes a space and the parenthesis characters are removed (their words stay, as in the official
+    code), runs of whitespace collapse to one space (the CLIP tokenizer collapses them anyway):
+    ``"bow_(weapon)"`` -> ``"bow weapon"``, ``"Dixie_cup"`` -> ``"Dixie cup"``. Only the prompted text
+    changes; class names themselves (labels, category mapping) are kept verbatim.
+    """
+    return " ".join(name.replace("_", " ").replace("(", "").replace(")", "").split())
 
 
 def make_prompts(name: str, templates: Sequence[str] = OFFICIAL_TEMPLATES) -> list[str]:
@@ -145,12 +160,18 @@ def embed_names(
     templates: Sequence[str] = OFFICIAL_TEMPLATES,
     batch_size: int = 1024,
     progress: bool = False,
+    clean_class_names: bool = False,
 ) -> Tensor:
-    """Template-mean unnormalised text embeddings ``[N, D]`` of ``names``, all prompts batched."""
+    """Template-mean unnormalised text embeddings ``[N, D]`` of ``names``, all prompts batched.
+
+    clean_class_names: prompt :func:`clean_class_name` of each name (the official class-name path) instead
+    of the name itself (the official concept-pool path).
+    """
     names = validate_names(names)
     if not templates:
         raise RegionCLIPError("templates: the list is empty")
-    prompts = [p for name in names for p in make_prompts(name, templates)]
+    texts = [clean_class_name(n) or n for n in names] if clean_class_names else names
+    prompts = [p for name in texts for p in make_prompts(name, templates)]
     device = next(model.parameters()).device
     tokens = model.tokenize(prompts)  # [N * T, L]
     # batches of prompts of similar length: encode_text cuts each batch after its longest prompt
@@ -174,25 +195,33 @@ def build_concept_bank(
     cache_dir: str | Path | None = None,
     batch_size: int = 1024,
     progress: bool = False,
+    clean_class_names: bool = False,
 ) -> ConceptBank:
     """Embed ``names`` with ``model``'s text encoder into a :class:`ConceptBank`.
 
-    With ``cache_dir``, the bank is stored there keyed by (text weights, names, templates) and a later call
-    with the same key loads it instead of encoding any text.
+    With ``cache_dir``, the bank is stored there keyed by (text weights, names, templates, cleaning) and a
+    later call with the same key loads it instead of encoding any text. clean_class_names: see
+    :func:`embed_names` (the bank keeps the verbatim names).
     """
     names = validate_names(names)
     templates = tuple(templates)
     key = None
     if cache_dir is not None:
-        key = bank_cache_key(text_fingerprint(model), names, templates)
+        key = bank_cache_key(
+            text_fingerprint(model), names, templates + (("\x02clean",) if clean_class_names else ())
+        )
         cached = Path(cache_dir) / f"bank-{key}.safetensors"
         if cached.is_file():
             try:
                 return ConceptBank.load(cached)
             except CheckpointError:
                 cached.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
-    embeddings = embed_names(model, names, templates, batch_size=batch_size, progress=progress)
+    embeddings = embed_names(
+        model, names, templates, batch_size=batch_size, progress=progress, clean_class_names=clean_class_names
+    )
     meta = {"model": getattr(getattr(model, "preset", None), "name", "?"), "templates": len(templates)}
+    if clean_class_names:
+        meta["clean_class_names"] = True
     bank = ConceptBank(names, embeddings, meta)
     if key is not None:
         bank.save(Path(cache_dir) / f"bank-{key}.safetensors")

@@ -139,7 +139,9 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
+            raise ConfigError(
+                f"override {item!r}: value is not valid YAML ({' '.join(str(err).split())})"
+            ) from None
         node = data
         parts = key.strip().split(".")
         for part in parts[:-1]:
@@ -164,7 +166,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         try:
             loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
         except (yaml.YAMLError, UnicodeDecodeError) as err:
-            raise ConfigError(f"config file {path}: not valid YAML ({err})") from None
+            raise ConfigError(f"config file {path}: not valid YAML ({' '.join(str(err).split())})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

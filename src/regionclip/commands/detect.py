@@ -110,7 +110,6 @@ def run(args: argparse.Namespace) -> int:
             result = det([path], bank, **kwargs)[0]
         except RegionCLIPError as err:
             skipped.append({"file": str(path), "reason": str(err)})
-            print(f"regionclip detect: skipped {path}: {err}", file=sys.stderr)
             continue
         image_id = len(images) + 1
         w, h = result.image.size
@@ -132,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
             }
         )
         results += result.to_coco(image_id)
+    if not images:  # nothing could be read: an error, and earlier outputs in --out stay as they were
+        first = skipped[0]
+        why = first["reason"] if first["file"] in first["reason"] else f"{first['file']}: {first['reason']}"
+        raise RegionCLIPError(f"none of the {len(skipped)} images could be read (e.g. {why})")
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(bank.names)]
     atomic_write_json(out / "detections.json", results)
     atomic_write_json(

@@ -71,6 +71,7 @@ class EvalConfig:
     protocol: Literal["generalized", "novel_only"] = "generalized"  # vocabulary: all classes or novel only
     recipe: Literal["coco", "lvis"] | None = None  # zero-shot settings (None: lvis if data.lvis else coco)
     templates: Literal["official", "simple"] | None = None  # None: the checkpoint's, else official
+    clean_class_names: bool | None = None  # official get_cls_names cleaning; None: ckpt's, else on
     cache_dir: str | None = None  # class-embedding cache (default $REGIONCLIP_CACHE or ~/.cache/regionclip)
     score_thresh: float | None = None  # override of the score threshold
     nms: Literal["soft", "hard"] | None = None  # override of the per-class NMS kind
@@ -78,6 +79,7 @@ class EvalConfig:
     max_dets: int | None = None  # override of the detections per image
     score_fusion: Literal["none", "logit", "sigmoid"] | None = None  # override of the RPN score fusion
     apply_box_deltas: bool | None = None  # override: move boxes by the regressor (False for zero-shot / GT)
+    batched_inference: bool | None = None  # override: trunk on the padded batch (default per image, exact)
     region_accuracy: bool = False  # also region classification top-1 on GT boxes (always with boxes: gt)
     batch_size: int = 2  # images per forward pass
     num_workers: int = 0  # DataLoader workers reading images
@@ -94,6 +96,7 @@ class EvalProtocol(Protocol):
 
     mode: str = "transfer"  # transfer (detector checkpoint) or zero-shot (clip checkpoint)
     templates: str = "official"  # prompt templates of the vocabulary embeddings
+    clean_class_names: bool = True  # class names cleaned before prompting (official get_cls_names)
     apply_box_deltas: bool = True  # boxes moved by the class-agnostic regressor
     proposal_preset: str | None = None  # RPN proposal preset (NMS / top-k), None for GT boxes
     max_proposals: int | None = None  # proposals kept per image when fewer than the preset's
@@ -117,7 +120,15 @@ class EvalModel:
 
 
 def _detector_overrides(cfg: EvalConfig) -> dict[str, Any]:
-    names = ("score_thresh", "nms", "nms_thresh", "max_dets", "score_fusion", "apply_box_deltas")
+    names = (
+        "score_thresh",
+        "nms",
+        "nms_thresh",
+        "max_dets",
+        "score_fusion",
+        "apply_box_deltas",
+        "batched_inference",
+    )
     return {n: getattr(cfg, n) for n in names if getattr(cfg, n) is not None}
 
 
@@ -355,7 +366,10 @@ def evaluate(cfg: EvalConfig) -> dict:
         )
     clip = model.clip.to(device)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
-    bank = build_concept_bank(clip, names, templates, cache_dir=cache)
+    clean = cfg.clean_class_names
+    if clean is None:
+        clean = bool(model.config.get("clean_class_names", True))
+    bank = build_concept_bank(clip, names, templates, cache_dir=cache, clean_class_names=clean)
     clip.cpu()
     detector = model.detector.to(device).eval()
     class_embeddings = bank.embeddings.to(device)
@@ -389,9 +403,13 @@ def evaluate(cfg: EvalConfig) -> dict:
             if want_region:
                 boxes = [t["boxes"].to(device) for t in targets]
                 if sum(len(b) for b in boxes):
-                    region_emb.append(detector.backbone(batch.tensor, boxes).float().cpu())
+                    region_emb.append(detector.embed_boxes(batch, boxes).float().cpu())
                     region_labels.append(torch.cat([t["labels"] for t in targets]))
     seconds = time.perf_counter() - t0
+    if not detections and unreadable:  # every image missing or undecodable: no metric to report
+        raise DataError(
+            f"{d.json}: none of the {len(unreadable)} images could be read (e.g. {unreadable[0]})"
+        )
     for message in unreadable:
         print(f"regionclip eval: skipped unreadable image: {message}", file=sys.stderr)
 
@@ -440,6 +458,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         checkpoint=str(cfg.checkpoint),
         mode=model.mode,
         templates=template_name(templates),
+        clean_class_names=clean,
         apply_box_deltas=bool(detector.apply_box_deltas),
         proposal_preset=model.proposal_preset if model.box_source == "rpn" else None,
         max_proposals=cfg.max_proposals if model.box_source == "rpn" else None,

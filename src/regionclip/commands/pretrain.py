@@ -17,6 +17,8 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from regionclip.engine.runs import claim_out_dir
+
 log = logging.getLogger("regionclip.pretrain")
 
 
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         out_dir = Path(cfg.out_dir)
         config_dict = config_to_dict(cfg)
         if dist.is_main:
-            save_config(cfg, out_dir / "config.yaml")
+            claim_out_dir(out_dir)  # one run per output folder (engine/runs.py)
         task = build_pretrain_task(cfg, gather=all_gather_with_grad if dist.distributed else None)
         from open_clip.tokenizer import SimpleTokenizer
 
@@ -108,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
         skipped: Counter = Counter()
         make_batches = make_pretrain_batches(cfg, dist, tokenize, skipped)
+        if dist.is_main:  # after every eager check, so a refused run leaves an earlier config.yaml alone
+            save_config(cfg, out_dir / "config.yaml")
         result = train(
             task,
             make_batches,

@@ -19,8 +19,9 @@ import sys
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont
 
+from regionclip.data.images import open_image
 from regionclip.errors import DataError, RegionCLIPError
 from regionclip.io import atomic_write, atomic_write_json
 
@@ -103,11 +104,7 @@ def _items(args: argparse.Namespace) -> list[tuple[str, Path, torch.Tensor | Non
 
 
 def _read(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
+    return open_image(path)
 
 
 def _colour(name: str) -> tuple[int, int, int]:
@@ -192,7 +189,6 @@ def run(args: argparse.Namespace) -> int:
             pil = _read(path)
         except DataError as err:
             skipped.append({"image": name, "reason": str(err)})
-            print(f"pseudo-label: skipping {name}: {err}", file=sys.stderr)
             continue
         orig_w, orig_h = pil.size
         boxes_in = gt.clone() if gt is not None else torch.zeros(0, 4)
@@ -241,6 +237,10 @@ def run(args: argparse.Namespace) -> int:
         index.append(
             {"image": name, "json": f"{stem}.json", "png": f"{stem}.png", "num_regions": len(regions)}
         )
+    if not index and skipped:  # nothing could be read: an error, and an earlier index.json stays
+        raise DataError(f"none of the {len(skipped)} images could be read (e.g. {skipped[0]['reason']})")
+    for entry in skipped:
+        print(f"pseudo-label: skipped {entry['image']}: {entry['reason']}", file=sys.stderr)
     atomic_write_json(
         out / "index.json",
         {"teacher": str(args.teacher), "concepts": str(args.concepts), "images": index, "skipped": skipped},

@@ -16,6 +16,7 @@ import torch
 
 from regionclip.config import config_to_dict, load_config, save_config
 from regionclip.engine.loop import TrainConfig
+from regionclip.engine.runs import claim_out_dir
 
 
 @dataclass
@@ -81,6 +82,7 @@ def train_clip(cfg: TrainCLIPConfig) -> Path:
     )
     out = Path(cfg.out_dir)
     if dist.is_main:
+        claim_out_dir(out)  # one run per output folder (engine/runs.py)
         save_config(cfg, out / "config.yaml")
     task = CLIPTrainingTask(model)
     train(task, make_batches, cfg.train, out, dist, config_to_dict(cfg), desc="train-clip")

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from regionclip.config import config_to_dict, load_config, save_config
 from regionclip.detect.config import DetectorConfig
 from regionclip.engine.loop import TrainConfig
+from regionclip.engine.runs import claim_out_dir
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.structures import StepOutput
 
@@ -67,6 +68,7 @@ class VocabularyConfig:
     novel_classes: str | None = None  # names file of the held-out classes (stored for evaluation)
     templates: Literal["official", "simple"] = "official"  # 81 official prompt templates or one
     cache_dir: str | None = None  # where class embeddings are cached (default $REGIONCLIP_CACHE)
+    clean_class_names: bool = True  # prompt "bow (weapon)"-style names cleaned as official get_cls_names
 
 
 @dataclass
@@ -78,6 +80,7 @@ class DetDataConfig:
     short_sizes: list[int] = field(default_factory=lambda: [640, 672, 704, 736, 768, 800])  # train short side
     max_size: int = 1333  # long-side cap of the train and test resize
     flip: float = 0.5  # horizontal-flip probability
+    aspect_ratio_grouping: bool = True  # batches of landscape-only or portrait-only images (detectron2)
     test_short_size: int = 800  # test short side stored in the checkpoint (detect / eval use it)
 
 
@@ -120,7 +123,9 @@ def template_name(templates: tuple[str, ...] | list[str]) -> str:
     """``official`` / ``simple`` for the two known sets, else ``custom(N)``."""
     from regionclip.concepts import OFFICIAL_TEMPLATES, SIMPLE_TEMPLATES
 
-    if tuple(templates) == OFFICIAL_TEMPLATES:
+    if tuple(templates) == OFFICIAL_TEMPLATES or (
+        len(templates) == len(OFFICIAL_TEMPLATES) and set(templates) == set(OFFICIAL_TEMPLATES)
+    ):  # the same 81 in the order of earlier checkpoints counts as official
         return "official"
     if tuple(templates) == SIMPLE_TEMPLATES:
         return "simple"
@@ -402,6 +407,8 @@ def build_training_set(cfg: TrainDetectorConfig):
     data = {k: v for k, v in instances.items() if k != "_rare"}
     dataset = CocoDetection(data, d.image_root, classes, transform, drop_empty=True, skip_unreadable=True)
     dataset.source = d.train_json
+    if dataset.filter_report():
+        log.warning("%s: left out %s", d.train_json, dataset.filter_report())
     collate = collate_detection
     if cfg.detector.mask_on or (cfg.detector.mask_on is None and cfg.detector.recipe == "lvis"):
         dataset = MaskedDetection(dataset, data)
@@ -456,6 +463,7 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
     dist = init_distributed(cfg.device)
     out_dir = Path(cfg.out_dir)
     if dist.is_main:
+        claim_out_dir(out_dir)  # one run per output folder (engine/runs.py)
         save_config(cfg, out_dir / "config.yaml")
         global_batch = cfg.train.batch_size * dist.world_size
         log.info(
@@ -464,7 +472,9 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
 
     clip.to(dist.device)
     cache = Path(cfg.vocabulary.cache_dir) if cfg.vocabulary.cache_dir else default_cache_dir()
-    bank = build_concept_bank(clip, classes, templates, cache_dir=cache)
+    bank = build_concept_bank(
+        clip, classes, templates, cache_dir=cache, clean_class_names=cfg.vocabulary.clean_class_names
+    )
     text = {k: v.cpu() for k, v in text_state(clip).items()}
     clip.cpu()
     torch.manual_seed(cfg.train.seed)  # the new heads' initial weights (same on every rank)
@@ -486,6 +496,9 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
         collate,
         num_workers=cfg.train.num_workers,
         epoch_indices=epoch_indices,
+        groups=(dataset.base if isinstance(dataset, MaskedDetection) else dataset).aspect_groups()
+        if cfg.data.aspect_ratio_grouping
+        else None,
     )
     train(task, batches, cfg.train, out_dir, dist, config_to_dict(cfg), desc="train-detector")
 
@@ -494,6 +507,7 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
         extra = {
             "input": {"min_size": cfg.data.test_short_size, "max_size": cfg.data.max_size},
             "templates": list(templates),
+            "clean_class_names": cfg.vocabulary.clean_class_names,
             "split": {"base": list(split.base), "novel": list(split.novel)} if split is not None else None,
             "train": config_to_dict(cfg),
         }
@@ -501,6 +515,9 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
         skipped = dataset.num_unreadable
         if skipped:
             print(f"train-detector: skipped {skipped} unreadable images")
+        base_set = dataset.base if isinstance(dataset, MaskedDetection) else dataset
+        if base_set.filter_report():
+            print(f"train-detector: left out of {cfg.data.train_json}: {base_set.filter_report()}")
         print(f"train-detector: wrote {path}")
     barrier()
     return path

@@ -20,6 +20,7 @@ from torch import nn
 
 from regionclip.config import config_to_dict, load_config, save_config
 from regionclip.engine.loop import TrainConfig
+from regionclip.engine.runs import claim_out_dir
 from regionclip.errors import ConfigError, DataError
 from regionclip.proposals.config import RPNConfig
 from regionclip.proposals.rpn import ClassAgnosticRPN
@@ -115,6 +116,7 @@ def train_rpn(cfg: TrainRPNConfig) -> Path:
     dist = init_distributed(cfg.device)
     out_dir = Path(cfg.out_dir)
     if dist.is_main:
+        claim_out_dir(out_dir)  # one run per output folder (engine/runs.py)
         save_config(cfg, out_dir / "config.yaml")
     torch.manual_seed(cfg.train.seed)  # the initial weights (same on every rank)
     rpn = build_rpn(cfg.rpn, "transfer")
@@ -138,6 +140,8 @@ def train_rpn(cfg: TrainRPNConfig) -> Path:
         save_rpn(rpn, cfg.rpn, path, extra)
         if dataset.num_unreadable:
             print(f"train-rpn: skipped {dataset.num_unreadable} unreadable images")
+        if dataset.filter_report():
+            print(f"train-rpn: left out of {cfg.data.train_json}: {dataset.filter_report()}")
         print(f"train-rpn: wrote {path}")
     barrier()
     return path

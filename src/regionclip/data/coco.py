@@ -5,7 +5,10 @@ transform (RGB float in [0, 1]), its GT boxes (xyxy, pixels of the transformed i
 (indices into ``classes``), plus what is needed to map detections back to the original image.
 
 Filtering, as detectron2's mapper does: crowd boxes are dropped (``drop_crowd``), annotations of classes not
-in ``classes`` are dropped, and degenerate boxes (no area after conversion) are dropped. Images that cannot
+in ``classes`` are dropped, boxes are clipped to the image (the JSON's ``width`` / ``height``, and again after
+the transform) and degenerate boxes (no area after conversion or clipping) are dropped; NaN / infinite boxes,
+unknown image or category ids and duplicated ids are rejected by :func:`validate_instances` naming file,
+index and field. What was left out is counted in ``filtered`` (:meth:`CocoDetection.filter_report`). Images that cannot
 be decoded raise :class:`DataError` naming the file, or, with ``skip_unreadable=True``, are skipped (the next
 readable image is returned), counted and reported once each.
 """
@@ -21,9 +24,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
+from regionclip.data.images import open_image
 from regionclip.errors import DataError
 from regionclip.structures import ImageBatch
 
@@ -193,21 +197,41 @@ class CocoDetection(torch.utils.data.Dataset):
         label_of_cat = {cid: i for i, cid in enumerate(self.class_ids)}
 
         per_image: dict[Any, list[tuple[list[float], int]]] = {img["id"]: [] for img in data["images"]}
+        size_of = {img["id"]: (img.get("width"), img.get("height")) for img in data["images"]}
+        # what was left out, as COCO tools do (detectron2's mapper): counted so that training can report it
+        self.filtered: dict[str, int] = {
+            "crowd": 0, "other_class": 0, "empty_box": 0, "outside_image": 0, "clipped": 0, "empty_image": 0
+        }  # fmt: skip
         for ann in data["annotations"]:
             if drop_crowd and ann.get("iscrowd", 0):
+                self.filtered["crowd"] += 1
                 continue
             label = label_of_cat.get(ann["category_id"])
             if label is None:
+                self.filtered["other_class"] += 1
                 continue
             x, y, w, h = (float(v) for v in ann["bbox"])
             if w <= 0 or h <= 0:
+                self.filtered["empty_box"] += 1
                 continue
-            per_image[ann["image_id"]].append(([x, y, x + w, y + h], label))
+            box = [x, y, x + w, y + h]
+            iw, ih = size_of[ann["image_id"]]
+            if _is_number(iw) and _is_number(ih):
+                clipped = [min(max(box[0], 0.0), iw), min(max(box[1], 0.0), ih)]
+                clipped += [min(max(box[2], 0.0), iw), min(max(box[3], 0.0), ih)]
+                if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+                    self.filtered["outside_image"] += 1
+                    continue
+                if clipped != box:
+                    self.filtered["clipped"] += 1
+                box = clipped
+            per_image[ann["image_id"]].append((box, label))
         self.images: list[dict] = []
         self._targets: list[tuple[Tensor, Tensor]] = []
         for img in data["images"]:
             anns = per_image[img["id"]]
             if drop_empty and not anns:
+                self.filtered["empty_image"] += 1
                 continue
             boxes = torch.tensor([a[0] for a in anns], dtype=torch.float32).reshape(-1, 4)
             labels = torch.tensor([a[1] for a in anns], dtype=torch.long)
@@ -224,15 +248,28 @@ class CocoDetection(torch.utils.data.Dataset):
         """The set of labels present in each image (for repeat-factor sampling)."""
         return [set(labels.tolist()) for _, labels in self._targets]
 
+    def aspect_groups(self) -> list[int]:
+        """Per image: 0 if wider than tall, else 1 (detectron2's aspect-ratio buckets), from the JSON's
+        ``width`` / ``height``, or the file header when they are missing (unreadable files: group 0)."""
+        groups = []
+        for i, img in enumerate(self.images):
+            w, h = img.get("width"), img.get("height")
+            if not (_is_number(w) and _is_number(h)):
+                try:
+                    with Image.open(self.image_path(i)) as im:
+                        w, h = im.size
+                except (OSError, ValueError):
+                    w, h = 1, 0
+            groups.append(0 if w > h else 1)
+        return groups
+
     def read_image(self, index: int) -> Image.Image:
         path = self.image_path(index)
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(f"{self.source}: image file not found: {path}") from None
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise DataError(f"{self.source}: cannot read image {path}: {err}") from None
+            return open_image(path)
+        except DataError as err:
+            img = self.images[index]
+            raise DataError(f"{self.source}: image id {img['id']}: {err}") from None
 
     def load(self, index: int) -> DetectionSample:
         """Sample ``index``; raises :class:`DataError` naming the file if its image cannot be read."""
@@ -245,6 +282,9 @@ class CocoDetection(torch.utils.data.Dataset):
             pil, boxes = self.transform(pil, boxes)
         new_w, new_h = pil.size
         image = pil_to_tensor(pil)
+        if boxes.numel():  # boxes outside the (transformed) image are clipped to it, as detectron2 does
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, new_w)
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, new_h)
         keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return DetectionSample(
             image=image,
@@ -272,6 +312,16 @@ class CocoDetection(torch.utils.data.Dataset):
         raise DataError(
             f"{self.source}: none of the {n} images could be read (e.g. {next(iter(self.unreadable))})"
         )
+
+    def filter_report(self) -> str:
+        """One line: what was left out of the JSON (counts of :attr:`filtered`), '' when nothing was."""
+        words = {
+            "crowd": "crowd boxes", "other_class": "boxes of other classes", "empty_box": "zero/negative-area boxes",
+            "outside_image": "boxes outside the image", "clipped": "boxes clipped to the image",
+            "empty_image": "images without a kept box",
+        }  # fmt: skip
+        parts = [f"{n} {words[k]}" for k, n in self.filtered.items() if n]
+        return ", ".join(parts)
 
     @property
     def num_unreadable(self) -> int:

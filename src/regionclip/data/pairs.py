@@ -27,7 +27,6 @@ A webdataset batch whose samples are all unusable is filled with the next usable
 from __future__ import annotations
 
 import glob
-import io
 import logging
 import random
 import tarfile
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from regionclip.data.captions import caption_member, parse_sample_captions, split_sample_key
 from regionclip.data.coco import pil_to_tensor, read_json
+from regionclip.data.images import ImageError, open_image
 from regionclip.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 from regionclip.errors import DataError
 
@@ -99,11 +99,9 @@ class UnusableSample(Exception):
 def decode_image(data: bytes) -> Image.Image:
     """Decode image bytes to an RGB PIL image, or raise :class:`UnusableSample`."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise UnusableSample(f"undecodable image ({type(err).__name__})") from None
+        return open_image(bytes(data), name="image")
+    except ImageError as err:
+        raise UnusableSample(f"undecodable image ({err.kind})") from None
 
 
 def pick_caption(captions: Sequence[Any], max_captions: int, rng: random.Random) -> str:
@@ -152,7 +150,8 @@ class CocoCaptions(torch.utils.data.Dataset):
         for i, ann in enumerate(data["annotations"]):
             if not isinstance(ann, dict) or "image_id" not in ann or not isinstance(ann.get("caption"), str):
                 raise DataError(f"{source}: annotations[{i}] needs 'image_id' and a string 'caption'")
-            captions.setdefault(ann["image_id"], []).append(ann["caption"])
+            if ann["caption"].strip():  # empty captions are left out
+                captions.setdefault(ann["image_id"], []).append(ann["caption"])
         self.items: list[tuple[str, list[str]]] = []
         for i, img in enumerate(data["images"]):
             if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
@@ -160,7 +159,7 @@ class CocoCaptions(torch.utils.data.Dataset):
             if img["id"] in captions:
                 self.items.append((img["file_name"], captions[img["id"]]))
         if not self.items:
-            raise DataError(f"{source}: no image has a caption")
+            raise DataError(f"{source}: no image has a non-empty caption")
         self.image_dir = Path(image_dir)
         self.transform = transform
         self.max_captions = max_captions
@@ -326,7 +325,10 @@ class WebDatasetPairs(IterableDataset):
                     position += 1
                     produced += 1
             if produced == 0:
-                raise DataError(f"rank {self.rank}: its webdataset shards hold no samples")
+                shards = ", ".join(self.rank_shards(epoch)[:3])
+                raise DataError(
+                    f"rank {self.rank}: its webdataset shards hold no readable samples ({shards})"
+                )
             epoch += 1
 
     def decode(self, position: int, sample: RawSample, tar: tarfile.TarFile) -> CaptionedImage:
@@ -341,11 +343,20 @@ class WebDatasetPairs(IterableDataset):
 
     def first_usable_after(self, start: int) -> CaptionedImage:
         """The first usable sample at stream position >= ``start`` (fills a batch with no usable sample)."""
+        seen: set[tuple[str, str]] = set()
+        last = ""
         for position, sample, tar in self.stream():
             if position >= start:
+                if (sample.shard, sample.key) in seen:  # a whole epoch and nothing usable: never loop forever
+                    raise DataError(
+                        f"no usable sample in the {len(self.shards)} webdataset shards of rank {self.rank} "
+                        f"(e.g. {self.shards[0]}): every sample is skipped ({last})"
+                    )
+                seen.add((sample.shard, sample.key))
                 try:
                     return self.decode(position, sample, tar)
-                except UnusableSample:
+                except UnusableSample as err:
+                    last = f"{sample.shard}:{sample.key}: {err}"
                     continue  # counted by the worker that owns that batch
         raise AssertionError("unreachable: the stream is endless")
 

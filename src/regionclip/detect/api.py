@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import Tensor
 
 from regionclip.checkpoint import (
@@ -36,6 +36,7 @@ from regionclip.checkpoint import (
 )
 from regionclip.concepts import OFFICIAL_TEMPLATES, ConceptBank, build_concept_bank
 from regionclip.config import config_from_dict, config_to_dict
+from regionclip.data.images import open_image
 from regionclip.detect.config import DetectorConfig
 from regionclip.detect.detector import OpenVocabDetector, build_detector
 from regionclip.detect.postprocess import Detections
@@ -191,11 +192,7 @@ def read_image(source: Any) -> Image.Image:
         path = Path(source)
         if not path.is_file():
             raise RegionCLIPError(f"image not found: {path}")
-        try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            raise RegionCLIPError(f"{path}: cannot read the image ({err})") from None
+        return open_image(path)
     if isinstance(source, Image.Image):
         return source.convert("RGB")
     if isinstance(source, Tensor):
@@ -309,6 +306,7 @@ class Detector:
         cache_dir: str | Path | None = None,
         device: str | torch.device = "cpu",
         source: str = "",
+        clean_class_names: bool = True,
     ):
         self.device = torch.device(device)
         self.model = detector.to(self.device).eval()
@@ -319,6 +317,7 @@ class Detector:
         self.templates = tuple(templates)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.source = source
+        self.clean_class_names = clean_class_names  # prompt names cleaned as the official get_cls_names
         self._banks: dict[tuple[str, ...], ConceptBank] = {}
 
     # ---------------------------------------------------------------------------------- construction
@@ -396,6 +395,7 @@ class Detector:
             cache_dir=cache_dir,
             device=device,
             source=str(path),
+            clean_class_names=bool(config.get("clean_class_names", True)),
         )
 
     # ---------------------------------------------------------------------------------- vocabulary
@@ -414,7 +414,10 @@ class Detector:
                     f"{self.source}: this checkpoint has no text encoder, so names cannot be embedded; pass a "
                     "ConceptBank as vocabulary, or convert the checkpoint with --text-weights (OpenAI CLIP .pt)"
                 )
-            bank = build_concept_bank(self.clip, list(names), self.templates, cache_dir=self.cache_dir)
+            clean = self.clean_class_names
+            bank = build_concept_bank(
+                self.clip, list(names), self.templates, self.cache_dir, clean_class_names=clean
+            )
             self._banks[names] = bank
         bank.check_dim(self.model.embed_dim, "this detector")
         return bank

@@ -65,6 +65,7 @@ class DetectorConfig:
     max_dets: int | None = None  # detections per image (None: recipe)
     score_fusion: Literal["none", "logit", "sigmoid"] | None = None  # RPN score fusion (None: recipe)
     apply_box_deltas: bool = True  # move proposals by the predicted deltas at test time (False: zero-shot)
+    batched_inference: bool = False  # test trunk + RPN on the padded batch (official: per image, exact)
 
 
 def resolve_recipe(cfg: DetectorConfig) -> DetectorConfig:

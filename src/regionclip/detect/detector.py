@@ -7,7 +7,11 @@ attention pool gives region embeddings; the classifier scores them against the f
 embeddings (a buffer set at build time) and the class-agnostic regressor predicts box deltas; the losses
 are the recipe's classification loss, the L1 box loss and (LVIS) the mask loss.
 
-Inference (``predict``): the vocabulary is an ARGUMENT (class embeddings ``[K, D]`` of any K); nothing
+Inference (``predict``): as the official evaluation (one image per GPU), the proposal generator and the trunk
+run on each image alone, unpadded, and only the region head is batched across the images, so detections do
+not depend on the batch size or on the other images of a batch (``batched_inference=True``: trunk and
+proposals on the padded batch, faster, but features near a smaller image's padded border change). The
+vocabulary is an ARGUMENT (class embeddings ``[K, D]`` of any K); nothing
 depends on the training vocabulary. Zero-shot inference is ``predict`` on a detector built around the
 pretrained region encoder with ``apply_box_deltas=False`` (the official ``NO_BOX_DELTA``), usually with
 :class:`~regionclip.proposals.GivenBoxes` or an RPN and ``score_fusion="logit"``.
@@ -92,6 +96,7 @@ class OpenVocabDetector(nn.Module):
         max_dets: int = 100,
         score_fusion: ScoreFusion = "none",
         apply_box_deltas: bool = True,
+        batched_inference: bool = False,
     ):
         super().__init__()
         self.backbone = backbone
@@ -113,6 +118,7 @@ class OpenVocabDetector(nn.Module):
         self.max_dets = max_dets
         self.score_fusion = score_fusion
         self.apply_box_deltas = apply_box_deltas
+        self.batched_inference = batched_inference
 
     @property
     def embed_dim(self) -> int:
@@ -172,6 +178,36 @@ class OpenVocabDetector(nn.Module):
         with torch.no_grad():
             return self.proposal_generator(images, given_boxes)
 
+    def inference_features(
+        self, images: ImageBatch, given_boxes: list[Tensor] | None = None
+    ) -> tuple[list[Proposals], list[Tensor]]:
+        """Proposals and ``res4`` of each image for inference: ``([Proposals], [[1, C4, h_i, w_i]])``.
+
+        Per image on the unpadded image (default, batch-size independent), or one pass over the padded
+        batch when ``batched_inference`` (then ``res4`` of image i is row i of the batched features).
+        """
+        if self.batched_inference:
+            proposals = self.propose(images, given_boxes)
+            res4 = self.backbone.trunk(images.tensor)
+            return proposals, [res4[i : i + 1] for i in range(len(images))]
+        proposals, res4s = [], []
+        for i, (h, w) in enumerate(images.image_sizes):
+            single = ImageBatch(images.tensor[i : i + 1, :, :h, :w], [(h, w)])
+            given = None if given_boxes is None else given_boxes[i : i + 1]
+            proposals += self.propose(single, given)
+            res4s.append(self.backbone.trunk(single.tensor))
+        return proposals, res4s
+
+    def pool_per_image(self, res4s: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """RoI features ``[sum N_i, C4, r, r]`` of ``boxes[i]`` on ``res4s[i]`` (see :meth:`inference_features`)."""
+        return torch.cat([self.backbone.pool(r, [b]) for r, b in zip(res4s, boxes, strict=True)])
+
+    @torch.no_grad()
+    def embed_boxes(self, images: ImageBatch, boxes: list[Tensor]) -> Tensor:
+        """Region embeddings ``[sum N_i, D]`` of given ``boxes`` at inference (trunk as :meth:`predict`)."""
+        _, res4s = self.inference_features(images.to(self.train_class_embeddings.device), boxes)
+        return self.backbone.head(self.pool_per_image(res4s, boxes))
+
     def embed_regions(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
         """Unnormalised region embeddings ``[sum N_i, D]`` of ``boxes`` on ``res4`` (chunked layer4 + pool)."""
         return self.backbone.head(self.backbone.pool(res4, boxes))
@@ -206,10 +242,9 @@ class OpenVocabDetector(nn.Module):
 
         device = self.train_class_embeddings.device
         images = images.to(device)
-        proposals = self.propose(images, given_boxes)
+        proposals, res4s = self.inference_features(images, given_boxes)
         boxes = [p.boxes.float() for p in proposals]
-        res4 = self.backbone.trunk(images.tensor)
-        embeddings = self.embed_regions(res4, boxes)
+        embeddings = self.backbone.head(self.pool_per_image(res4s, boxes))
         logits = self.classifier(embeddings, class_embeddings.to(device))
         all_boxes = torch.cat(boxes)
         if apply_box_deltas:
@@ -241,12 +276,12 @@ class OpenVocabDetector(nn.Module):
             )
             results.append(det)
         if self.mask_head is not None:
-            self._predict_masks(res4, results)
+            self._predict_masks(res4s, results)
         return results
 
-    def _predict_masks(self, res4: Tensor, detections: list[Detections]) -> None:
+    def _predict_masks(self, res4s: list[Tensor], detections: list[Detections]) -> None:
         """Fill ``masks`` ``[M, m, m]`` (probabilities, box coordinates) of each image's detections."""
-        res5 = self.backbone.visual.layer4(self.backbone.pool(res4, [d.boxes for d in detections]))
+        res5 = self.backbone.visual.layer4(self.pool_per_image(res4s, [d.boxes for d in detections]))
         if res5.shape[0]:
             probs = self.mask_head(res5).sigmoid()
         else:
@@ -335,4 +370,5 @@ def build_detector(
         max_dets=cfg.max_dets,
         score_fusion=cfg.score_fusion,
         apply_box_deltas=cfg.apply_box_deltas,
+        batched_inference=cfg.batched_inference,
     )

@@ -17,10 +17,12 @@ kept inside a class) and runs the loop above for all classes at once: one iterat
 picked box with its own candidates). No Python loop over boxes or classes.
 
 Equivalence with the official batched run: classes never interact (offset boxes have IoU exactly 0, so the
-decay is exactly 1), so the kept set and scores are the same per class. One corner differs: the official
-global loop prunes every class's candidates already scoring <= prune at the first global iteration, while
-per class they survive until their own first pick; after the usual score threshold (0.001 = prune) no such
-candidates exist. The output is sorted by soft score, descending (ties: by class, then pick order), which is
+decay is exactly 1), so the kept set and scores are the same per class, with one corner reproduced
+explicitly: the official global loop prunes every class's candidates already scoring <= prune at its first
+iteration (all but the global top pick), while a per-class loop would keep each class's top one until its
+own first pick. This matters when the score threshold is below the prune threshold (e.g. 0.0001 < 0.001):
+:func:`batched_soft_nms` removes those candidates first (``official_prune=True``, default), which makes it
+equal to the official global run; ``official_prune=False`` gives the per-class semantics. The output is sorted by soft score, descending (ties: by class, then pick order), which is
 the official pick order up to ties between classes.
 
 :func:`soft_nms_reference` is the straightforward single-class loop, kept for tests and the benchmark.
@@ -78,6 +80,7 @@ def batched_soft_nms(
     sigma: float = 0.5,
     prune: float = 0.001,
     box_ids: Tensor | None = None,
+    official_prune: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Gaussian soft-NMS applied independently per category, all categories at once.
 
@@ -87,12 +90,27 @@ def batched_soft_nms(
     step computes the IoU of every category's pick with its candidates. Returns ``(keep, soft_scores)``:
     ``keep`` ``[M]`` long indices into the input and ``soft_scores`` ``[M]`` the decayed scores, sorted by
     soft score descending (ties: pick rank, then category). Per category, the kept set and scores equal
-    :func:`soft_nms_reference` on that category's boxes.
+    :func:`soft_nms_reference` on that category's boxes (after the official first prune, see the module doc;
+    ``official_prune=False`` skips it).
     """
     n = boxes.shape[0]
     device = boxes.device
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=device), scores.new_zeros((0,))
+    if official_prune and bool((scores <= prune).any()):
+        survive = scores > prune
+        survive[torch.argmax(scores)] = True  # the official first pick is output whatever its score
+        source = torch.nonzero(survive).flatten()
+        keep, soft = batched_soft_nms(
+            boxes[source],
+            scores[source],
+            idxs[source],
+            sigma,
+            prune,
+            None if box_ids is None else box_ids[source],
+            official_prune=False,
+        )
+        return source[keep], soft
     # Group by category, keeping input order inside a category (stable sort), into a padded [C, L] grid.
     order = torch.sort(idxs, stable=True).indices
     _, counts = torch.unique_consecutive(idxs[order], return_counts=True)

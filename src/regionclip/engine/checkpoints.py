@@ -58,7 +58,14 @@ def list_checkpoints(out_dir: str | Path) -> list[Path]:
 
 def save_training_state(out_dir: str | Path, step: int, state: dict[str, Any], keep_last: int) -> Path:
     path = checkpoint_dir(out_dir) / f"step_{step:08d}.pt"
-    atomic_write(path, lambda tmp: torch.save({"step": step, **state, "rng": rng_state()}, tmp))
+    try:
+        atomic_write(path, lambda tmp: torch.save({"step": step, **state, "rng": rng_state()}, tmp))
+    except OSError as err:  # e.g. ENOSPC: the temp file is removed, earlier checkpoints are untouched
+        previous = list_checkpoints(out_dir)
+        kept = f"the previous checkpoint {previous[-1]} is intact" if previous else "no earlier checkpoint"
+        raise CheckpointError(
+            f"{path}: could not write the training checkpoint ({err.strerror or err}); {kept}"
+        ) from None
     for old in list_checkpoints(out_dir)[:-keep_last] if keep_last > 0 else []:
         old.unlink(missing_ok=True)
     return path

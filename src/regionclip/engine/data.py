@@ -5,6 +5,13 @@ Step ``s`` of the job takes global positions ``[s*G, (s+1)*G)`` (``G`` = batch s
 concatenation of per-epoch orders (a seeded permutation per epoch, or ``epoch_indices(epoch)``, e.g. LVIS
 repeat-factor sampling); rank ``r`` takes its slice of it. Each sample is loaded with Python's, NumPy's and
 torch's RNGs seeded from (seed, step, position), so random augmentation is reproducible too.
+
+Aspect-ratio grouping (detectron2's ``AspectRatioGroupedDataset``, on by default in the official detector
+configs): with ``groups`` (one id per sample, e.g. 0 landscape / 1 portrait), the per-epoch orders are read as
+one stream; each sample waits in its group's bucket, and a step is formed as soon as a bucket holds a global
+batch, so every batch (and every rank's slice of it) has samples of one group only. Samples left in a bucket
+at the end of an epoch carry over to the next, as in detectron2's endless stream. The stream is replayed from
+step 0 on resume (index arithmetic only), so a resumed run again sees exactly the same batches.
 """
 
 from __future__ import annotations
@@ -51,8 +58,13 @@ def map_style_batches(
     num_workers: int = 0,
     shuffle: bool = True,
     epoch_indices: Callable[[int], Sequence[int]] | None = None,
+    groups: Sequence[int] | None = None,
 ) -> Callable[[int], Iterator[Any]]:
-    """A factory ``make_batches(start_step) -> Iterator[batch]`` of this rank's batches (see module doc)."""
+    """A factory ``make_batches(start_step) -> Iterator[batch]`` of this rank's batches (see module doc).
+
+    groups: per-sample group ids for aspect-ratio grouping (None: plain consecutive batches)."""
+    if groups is not None and len(groups) != len(dataset):
+        raise DataError(f"aspect-ratio groups: {len(groups)} ids for a dataset of {len(dataset)} samples")
     global_batch = batch_size * dist.world_size
 
     def order(epoch: int) -> Sequence[int]:
@@ -84,10 +96,40 @@ def map_style_batches(
             first_step_of_epoch += steps_in_epoch
             epoch += 1
 
+    def grouped_items(start_step: int) -> Iterator[list[tuple[int, int]]]:
+        buckets: dict[int, list[int]] = {}
+        epoch, step = 0, 0
+        while True:
+            indices = order(epoch)
+            if len(indices) < global_batch:
+                raise DataError(
+                    f"dataset of {len(indices)} samples is smaller than the global batch {global_batch} "
+                    f"(batch_size {batch_size} x {dist.world_size} ranks)"
+                )
+            formed = 0
+            for index in indices:
+                bucket = buckets.setdefault(int(groups[int(index)]), [])
+                bucket.append(int(index))
+                if len(bucket) < global_batch:
+                    continue
+                batch, bucket[:] = bucket[:global_batch], bucket[global_batch:]
+                formed += 1
+                if step >= start_step:
+                    start = dist.rank * batch_size
+                    yield [
+                        (batch[start + j], _sample_seed(seed, step, dist.rank * batch_size + j))
+                        for j in range(batch_size)
+                    ]
+                step += 1
+            if formed == 0 and epoch > 0:
+                raise DataError("aspect-ratio grouping formed no batch in a whole epoch")
+            epoch += 1
+
     def make_batches(start_step: int) -> Iterator[Any]:
+        sampler = batch_items(start_step) if groups is None else grouped_items(start_step)
         loader = DataLoader(
             _SeededSamples(dataset),
-            batch_sampler=batch_items(start_step),
+            batch_sampler=sampler,
             collate_fn=collate,
             num_workers=num_workers,
             # its own generator: creating the iterator must not draw from the global RNG, which the

@@ -28,6 +28,7 @@ from regionclip.engine.checkpoints import (
     set_rng_state,
 )
 from regionclip.engine.distributed import DistInfo, all_reduce_mean, barrier
+from regionclip.engine.runs import StopOnSignal, TrainingInterrupted, claim_out_dir
 from regionclip.engine.schedule import warmup_multistep
 from regionclip.errors import RegionCLIPError
 from regionclip.structures import StepOutput
@@ -88,6 +89,8 @@ def train(
 ) -> TrainResult:
     """Train ``task`` for ``cfg.max_steps`` steps, resuming from the last checkpoint in ``out_dir``."""
     out_dir = Path(out_dir)
+    if dist.is_main:
+        claim_out_dir(out_dir)  # refuse a second run writing into the same folder
     device = dist.device
     task.to(device)
     if device.type == "cuda" and cfg.channels_last:
@@ -145,7 +148,8 @@ def train(
     task.train()
     batches = make_batches(start_step)
     step = start_step
-    for step in range(start_step, cfg.max_steps):
+    stop = StopOnSignal()  # SIGINT / SIGTERM: finish the step, write a checkpoint, stop (engine/runs.py)
+    for step in stop.steps(range(start_step, cfg.max_steps)):
         t0 = time.perf_counter()
         batch = next(batches)
         t_data = time.perf_counter() - t0
@@ -193,7 +197,7 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", refresh=False)
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or stop.requested:
             if dist.is_main:
                 state = {
                     "model": task.state_dict(),
@@ -201,8 +205,19 @@ def train(
                     "scheduler": scheduler.state_dict(),
                     "config": config_dict or {},
                 }
-                save_training_state(out_dir, done, state, cfg.keep_last)
+                saved = save_training_state(out_dir, done, state, cfg.keep_last)
             barrier()
+            if stop.requested and done < cfg.max_steps:
+                if bar is not None:
+                    bar.close()
+                where = (
+                    f"wrote the resumable checkpoint {saved}"
+                    if dist.is_main
+                    else "checkpoint written by rank 0"
+                )
+                raise TrainingInterrupted(
+                    f"{stop.signal_name} at step {done}/{cfg.max_steps}: {where}; run the same command again to resume"
+                )
     if bar is not None:
         bar.close()
     if writer is not None:

@@ -115,8 +115,9 @@ class PretrainTask(nn.Module):
     proposals: frozen :class:`ProposalGenerator`; concepts: ``[C, D]`` the student's concept pool
     (unnormalised); teacher_concepts: ``[C, D_t]`` the same concepts embedded for the teacher;
     student_preset: the student's CLIP preset (for exporting the student as a CLIP model);
-    regions_per_image: proposals sampled per image in training (official 100); temperature: τ of every
-    softmax (0.01); threshold: teacher confidence to keep a region (0.1); weight_*: loss weights (0 = off);
+    regions_per_image: proposals sampled per image in training (official 100); temperature: τ of the
+    student's softmaxes (0.01); pseudo_label_temperature: τ of the teacher's softmax (official constant
+    0.01, independent of ``temperature``); threshold: teacher confidence to keep a region (0.1); weight_*: loss weights (0 = off);
     gather: all-gather with gradients for the image-text loss (``None`` in a single process).
     """
 
@@ -132,6 +133,7 @@ class PretrainTask(nn.Module):
         regions_per_image: int = 100,
         temperature: float = 0.01,
         threshold: float = 0.1,
+        pseudo_label_temperature: float = 0.01,
         weight_region_concept: float = 1.0,
         weight_region_distill: float = 1.0,
         weight_image_text: float = 1.0,
@@ -156,6 +158,7 @@ class PretrainTask(nn.Module):
         self.student_preset = student_preset
         self.regions_per_image = regions_per_image
         self.temperature = temperature
+        self.pseudo_label_temperature = pseudo_label_temperature
         self.threshold = threshold
         self.loss_weights = {
             "loss_region_concept": weight_region_concept,
@@ -187,7 +190,9 @@ class PretrainTask(nn.Module):
             if self.training:
                 boxes = [sample_boxes(b, self.regions_per_image) for b in boxes]
             teacher_regions = self.teacher(x, boxes)  # [R, D_t]
-            labels = pseudo_label(teacher_regions, self.teacher_concepts, self.temperature, self.threshold)
+            labels = pseudo_label(
+                teacher_regions, self.teacher_concepts, self.pseudo_label_temperature, self.threshold
+            )
             text_emb = self.text(batch.tokens.to(device))  # [B, D]
 
         # Student: regions and global boxes in one head pass over one trunk pass.
@@ -295,6 +300,7 @@ def build_pretrain_task(cfg: PretrainConfig, gather: Gather | None = None) -> Pr
         regions_per_image=loss.regions_per_image,
         temperature=loss.temperature,
         threshold=loss.threshold,
+        pseudo_label_temperature=loss.pseudo_label_temperature,
         weight_region_concept=loss.weight_region_concept,
         weight_region_distill=loss.weight_region_distill,
         weight_image_text=loss.weight_image_text,

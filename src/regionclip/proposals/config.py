@@ -71,9 +71,10 @@ class RPNConfig:
 @dataclass
 class RandomBoxesConfig:
     count: int = 100  # boxes per image
-    min_size: float = 16.0  # smallest box side in pixels
-    grid: int = 8  # box corners lie on this pixel grid (official 8)
-    same_for_batch: bool = False  # official behaviour: one set of boxes for every image of a batch
+    style: Literal["official", "lattice"] = "official"  # official create_rand_boxes, or per-image lattice
+    min_size: float = 8.0  # smallest box side in pixels (official 8)
+    grid: int = 8  # top-left corners (lattice: all corners) on this pixel grid (official 8)
+    same_for_batch: bool = False  # lattice only: one set for the batch (official style always shares one)
     seed: int | None = 0  # seed of the generator's own RNG (None: torch's global RNG)
 
 
@@ -97,5 +98,5 @@ def build_proposal_generator(cfg: ProposalConfig):
         return load_proposal_generator(cfg.rpn_checkpoint, cfg.preset)
     if cfg.kind == "random":
         r = cfg.random
-        return RandomBoxes(r.count, r.min_size, r.grid, r.same_for_batch, r.seed)
+        return RandomBoxes(r.count, r.min_size, r.grid, r.same_for_batch, r.seed, style=r.style)
     return GivenBoxes()
