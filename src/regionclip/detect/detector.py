@@ -17,7 +17,7 @@ pretrained region encoder with ``apply_box_deltas=False`` (the official ``NO_BOX
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +38,7 @@ from regionclip.detect.sampling import RoISampler
 from regionclip.errors import RegionCLIPError
 from regionclip.proposals.base import ProposalGenerator, Proposals
 from regionclip.regions import RegionEncoder, attention_pool
-from regionclip.structures import ImageBatch, StepOutput
+from regionclip.structures import ImageBatch, StepOutput, clip_boxes
 
 
 @dataclass
@@ -113,6 +113,8 @@ class OpenVocabDetector(nn.Module):
         self.max_dets = max_dets
         self.score_fusion = score_fusion
         self.apply_box_deltas = apply_box_deltas
+        # optional frozen-classifier score ensemble (regionclip.detect.ensemble), attached at load time
+        self.ensemble: nn.Module | None = None
 
     @property
     def embed_dim(self) -> int:
@@ -188,13 +190,15 @@ class OpenVocabDetector(nn.Module):
         max_dets: int | None = None,
         apply_box_deltas: bool | None = None,
         score_fusion: ScoreFusion | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> list[Detections]:
         """Detect the classes of ``class_embeddings`` in ``images``.
 
         images: padded CLIP-normalised batch; class_embeddings: ``[K, D]`` text embeddings of the
         vocabulary (any K; normalised here; labels index its rows); given_boxes: per-image boxes ``[N_i, 4]``
         for a :class:`~regionclip.proposals.GivenBoxes` generator (ignored by an RPN). Keyword settings
-        default to the build-time recipe (``None``). Returns one :class:`Detections` per image, in input
+        default to the build-time recipe (``None``); class_names: the K vocabulary names, needed only with
+        an attached ``ensemble`` (its per-class weights depend on whether a name is a training class). Returns one :class:`Detections` per image, in input
         pixels of ``images`` (rescale to the original resolution outside).
         """
         self._check_vocabulary(class_embeddings)
@@ -215,13 +219,19 @@ class OpenVocabDetector(nn.Module):
         if apply_box_deltas:
             all_boxes = self.box_transform.decode(self.box_regressor(embeddings), all_boxes)
         counts = [len(p) for p in proposals]
+        probs: list[Tensor | None] = [None] * len(counts)
+        if self.ensemble is not None:  # frozen-classifier ensemble on the reported (clipped) boxes
+            reported = [clip_boxes(b, s) for b, s in zip(all_boxes.split(counts), images.image_sizes, strict=True)]
+            scores = self.ensemble(logits, images.tensor, res4, reported, class_embeddings.to(device), class_names)
+            probs = list(scores.split(counts))
         results = []
-        for i, (lg, bx, emb, prop) in enumerate(
+        for i, (lg, bx, emb, prop, pr) in enumerate(
             zip(
                 logits.split(counts),
                 all_boxes.split(counts),
                 embeddings.split(counts),
                 proposals,
+                probs,
                 strict=True,
             )
         ):
@@ -238,6 +248,7 @@ class OpenVocabDetector(nn.Module):
                 soft_nms_prune=self.soft_nms_prune,
                 max_dets=max_dets,
                 score_fusion=score_fusion,
+                probs=pr,
             )
             results.append(det)
         if self.mask_head is not None:
