@@ -65,7 +65,7 @@ def test_onnx_with_the_frozen_ensemble_matches_pytorch(world, trained, tmp_path,
     assert main(argv) == 0
     assert "ensemble_weights" in capsys.readouterr().out
     meta = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
-    assert json.loads(meta["regionclip.training_classes"]) == ["red block", "blue block"]
+    assert json.loads(meta["training_classes"]) == ["red block", "blue block"]
     det = Detector.from_pretrained(trained, ensemble="frozen")
     side = ImageSide(det.model).eval()
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])

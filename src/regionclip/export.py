@@ -15,7 +15,7 @@ With the frozen-classifier ensemble attached (``Detector.from_pretrained(..., en
 export --ensemble frozen``; :mod:`regionclip.detect.ensemble`), the graph also holds the frozen region encoder
 (a second trunk unless it is shared, a second layer4 + attention pool on the reported boxes, clipped to the
 image) and takes a fourth input ``ensemble_weights`` ``[K]`` (w per class: the seen weight for the names among
-the detector's training classes, stored in the ONNX metadata ``regionclip.training_classes``, else the unseen
+the detector's training classes, stored in the ONNX metadata ``training_classes``, else the unseen
 one; :meth:`~regionclip.detect.ensemble.FrozenRegionClassifier.class_weights`); ``scores`` are then the
 ensembled ``[R, K+1]`` scores (background: the detector's; rows no longer sum to 1).
 
@@ -139,9 +139,9 @@ def _add_metadata(path: Path, ensemble: nn.Module) -> None:
 
     model = onnx.load(str(path))
     entries = {
-        "regionclip.training_classes": json.dumps(ensemble.seen_classes),
-        "regionclip.ensemble_weight_seen": str(ensemble.weight_seen),
-        "regionclip.ensemble_weight_unseen": str(ensemble.weight_unseen),
+        "training_classes": json.dumps(ensemble.seen_classes),
+        "ensemble_weight_seen": str(ensemble.weight_seen),
+        "ensemble_weight_unseen": str(ensemble.weight_unseen),
     }
     for key, value in entries.items():
         prop = model.metadata_props.add()

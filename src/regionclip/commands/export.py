@@ -45,6 +45,6 @@ def run(args: argparse.Namespace) -> int:
     if det.model.ensemble is not None:
         print(
             "  + frozen-classifier ensemble: input ensemble_weights [K] (w per class; training classes in the "
-            "metadata 'regionclip.training_classes'); scores are the ensembled ones"
+            "metadata 'training_classes'); scores are the ensembled ones"
         )
     return 0
