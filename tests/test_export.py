@@ -94,6 +94,8 @@ def test_onnx_with_the_frozen_ensemble_matches_pytorch(world, trained, tmp_path,
         np.testing.assert_allclose(
             got[0][:, -1], plain[:, -1].numpy(), atol=1e-5
         )  # background: the detector's
-        assert not np.allclose(got[0][:, :-1], plain[:, :-1].numpy(), rtol=1e-3, atol=0.0)  # the ensemble changed them
+        assert not np.allclose(
+            got[0][:, :-1], plain[:, :-1].numpy(), rtol=1e-3, atol=0.0
+        )  # the ensemble changed them
         for g, want in zip(got, ref, strict=True):
             np.testing.assert_allclose(g, want.numpy(), atol=1e-5, rtol=1e-4)

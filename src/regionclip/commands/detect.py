@@ -56,7 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ensemble-weight-seen", type=float, default=0.35, help="w of training classes")
     parser.add_argument("--ensemble-weight-unseen", type=float, default=0.65, help="w of the other classes")
     parser.add_argument(
-        "--ensemble-checkpoint", help="frozen classifier (clip checkpoint; default: the detector's recorded init)"
+        "--ensemble-checkpoint",
+        help="frozen classifier (clip checkpoint; default: the detector's recorded init)",
     )
 
 
@@ -155,9 +156,14 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out / "detections.json", results)
     atomic_write_json(
         out / "summary.json",
-        {"images": images, "categories": categories, "skipped": skipped, "checkpoint": str(checkpoint),
-         "ensemble": det.model.ensemble.describe(bank.names) if det.model.ensemble is not None else None,
-         "drawn": {"min_score": args.show_score, "max_per_image": args.show_top}},  # fmt: skip
+        {
+            "images": images,
+            "categories": categories,
+            "skipped": skipped,
+            "checkpoint": str(checkpoint),
+            "ensemble": det.model.ensemble.describe(bank.names) if det.model.ensemble is not None else None,
+            "drawn": {"min_score": args.show_score, "max_per_image": args.show_top},
+        },
     )
     print(
         f"{len(images)} images, {len(results)} detections -> {out / 'detections.json'}; {len(skipped)} skipped"

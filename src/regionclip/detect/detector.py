@@ -221,8 +221,12 @@ class OpenVocabDetector(nn.Module):
         counts = [len(p) for p in proposals]
         probs: list[Tensor | None] = [None] * len(counts)
         if self.ensemble is not None:  # frozen-classifier ensemble on the reported (clipped) boxes
-            reported = [clip_boxes(b, s) for b, s in zip(all_boxes.split(counts), images.image_sizes, strict=True)]
-            scores = self.ensemble(logits, images.tensor, res4, reported, class_embeddings.to(device), class_names)
+            reported = [
+                clip_boxes(b, s) for b, s in zip(all_boxes.split(counts), images.image_sizes, strict=True)
+            ]
+            scores = self.ensemble(
+                logits, images.tensor, res4, reported, class_embeddings.to(device), class_names
+            )
             probs = list(scores.split(counts))
         results = []
         for i, (lg, bx, emb, prop, pr) in enumerate(
