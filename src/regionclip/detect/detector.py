@@ -70,7 +70,9 @@ class OpenVocabDetector(nn.Module):
     sampler: RoI matching and sampling; cls_loss: ``(logits [N, K+1], targets [N]) -> scalar``;
     train_class_embeddings: ``[K_train, D]`` text embeddings of the training classes (frozen buffer);
     box_transform: delta coding; mask_head: optional class-agnostic mask head on res5 RoI features.
-    The remaining scalars are the default inference settings of :meth:`predict`.
+    The remaining scalars are the default inference settings of :meth:`predict`. ``ensemble`` (None unless
+    attached by ``load_detector(..., ensemble=...)``): the frozen-classifier score ensemble of
+    :mod:`regionclip.detect.ensemble`, applied by :meth:`predict` before the post-processing.
     """
 
     def __init__(
