@@ -177,6 +177,8 @@ def load_detector(
         with torch.no_grad():
             for key, value in text.items():
                 own[key].copy_(value)
+    if ensemble is not None and ensemble.ensemble not in ("none", "frozen"):
+        raise RegionCLIPError(f"ensemble: expected 'none' or 'frozen', got {ensemble.ensemble!r}")
     if ensemble is not None and ensemble.ensemble == "frozen":
         detector.ensemble = build_frozen_classifier(ensemble, detector.backbone, config, path)
     return LoadedDetector(detector.eval(), clip.eval(), bool(text), config)
