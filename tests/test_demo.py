@@ -14,7 +14,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--size", "quick", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
-    assert len(results["table"]) == 12
+    assert len(results["table"]) == 15
     for name, clip, regionclip in results["table"]:
         assert math.isfinite(clip) and math.isfinite(regionclip), name
         assert 0.0 <= clip <= 100.0 and 0.0 <= regionclip <= 100.0, name
@@ -30,6 +30,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         "zeroshot",
         "transfer_clip",
         "transfer_regionclip",
+        "ensemble",
         "report",
         "index",
     ):
@@ -39,6 +40,8 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert (out / stage / "detector.safetensors").is_file(), stage
         assert (out / "eval" / f"{stage}.json").is_file(), stage
         assert (out / "eval" / f"{stage}_rpn_score.json").is_file(), stage
+        ensemble = json.loads((out / "eval" / f"{stage}_ensemble.json").read_text())
+        assert ensemble["protocol"]["score_ensemble"] == "frozen", stage
     assert DEMO_CHECKPOINT.parts[1:] == ("transfer_regionclip", "detector.safetensors")
     # the student really changed during pretraining, and the three losses were logged
     history = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
@@ -55,3 +58,4 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert printed.count("done before") == 10
     assert "Transfer detector AP50, novel" in printed
     assert "Transfer detector AP50 + RPN score, novel" in printed
+    assert "Transfer detector AP50 + frozen ensemble, novel" in printed

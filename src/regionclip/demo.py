@@ -16,6 +16,8 @@ finished stage; a stage interrupted mid-training resumes from its last checkpoin
 6. ``zeroshot``: region classification on ground-truth boxes and zero-shot detection, CLIP vs RegionCLIP;
 7. ``transfer_clip`` / ``transfer_regionclip``: detectors trained on base classes from each initialisation
    (``train-detector``), evaluated on novel / base / all AP50 (``eval``);
+   ``ensemble``: both evaluated again with ``detector.ensemble=frozen`` (scores ensembled with the frozen
+   region classifier they started from, :mod:`regionclip.detect.ensemble`);
 8. ``report``: ``results.json``, ``results.md``, figures, and the table printed at the end;
 9. ``index``: the val images indexed once and searched for novel names (:mod:`regionclip.demo_index`).
 """
@@ -331,6 +333,7 @@ def _stages() -> list[tuple[str, Stage]]:
         ("zeroshot", demo_eval.stage_zeroshot),
         ("transfer_clip", demo_eval.stage_transfer_clip),
         ("transfer_regionclip", demo_eval.stage_transfer_regionclip),
+        ("ensemble", demo_eval.stage_ensemble),
         ("report", demo_eval.stage_report),
         ("index", demo_index.stage_index),
     ]

@@ -56,7 +56,11 @@ with all classes as vocabulary (generalized protocol, soft-NMS, 100 detections, 
 classes and all. The plain *Transfer* rows score each detection by the classifier alone (the official COCO
 recipe); the *+ RPN score* rows evaluate the same detectors with the RPN objectness fused in as in the
 zero-shot rows (the official LVIS recipe fuses too), the like-for-like comparison with zero-shot: after
-{p.detector_steps} steps the classifier has not yet learnt to reject background on its own.
+{p.detector_steps} steps the classifier has not yet learnt to reject background on its own. The *+ frozen
+ensemble* rows evaluate the same detectors as the plain rows with `detector.ensemble=frozen`: each class score
+is p_det^(1-w) · p_frozen^w, p_frozen the softmax over the vocabulary of the frozen region encoder the
+detector was initialised from (CLIP or RegionCLIP), w = 0.35 for base and 0.65 for novel classes, background
+from the detector alone (F-VLM's ensemble).
 Every evaluation's full protocol is recorded in `eval/*.json`.
 
 **The world.** {world["counts"].get("train_images", "?")} training and {world["counts"].get("val_images", "?")}

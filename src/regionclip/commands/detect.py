@@ -1,5 +1,7 @@
-"""``regionclip detect``: open-vocabulary detection on image files and folders; writes COCO-results JSON and
-annotated PNGs. Unreadable images are reported and skipped."""
+"""``regionclip detect``: open-vocabulary detection on image files and folders; writes COCO-results JSON (every
+detection) and annotated PNGs (only the detections worth seeing: ``--show-score``, ``--show-top``; labels
+outside the boxes, a legend). ``--ensemble frozen`` ensembles the scores with the frozen initial classifier
+(:mod:`regionclip.detect.ensemble`). Unreadable images are reported and skipped."""
 
 from __future__ import annotations
 
@@ -41,6 +43,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-size", type=int, default=None, help="test longer side cap (default: 1333)")
     parser.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    parser.add_argument(
+        "--show-score", type=float, default=0.3, help="PNGs: draw detections with score >= this (default 0.3)"
+    )
+    parser.add_argument(
+        "--show-top", type=int, default=10, help="PNGs: draw at most this many per image (default 10)"
+    )
+    parser.add_argument(
+        "--ensemble", choices=["none", "frozen"], default="none",
+        help="frozen: ensemble the scores with the frozen initial region classifier (F-VLM; default none)",
+    )  # fmt: skip
+    parser.add_argument("--ensemble-weight-seen", type=float, default=0.35, help="w of training classes")
+    parser.add_argument("--ensemble-weight-unseen", type=float, default=0.65, help="w of the other classes")
+    parser.add_argument(
+        "--ensemble-checkpoint",
+        help="frozen classifier (clip checkpoint; default: the detector's recorded init)",
+    )
 
 
 def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict]]:
@@ -86,9 +104,16 @@ def run(args: argparse.Namespace) -> int:
     files, skipped = collect_images(args.inputs)
     if not files:
         raise RegionCLIPError(f"no images found in {', '.join(args.inputs)}")
+    from regionclip.detect.ensemble import EnsembleConfig
+
+    ensemble = EnsembleConfig(
+        args.ensemble, args.ensemble_weight_seen, args.ensemble_weight_unseen,
+        ensemble_checkpoint=args.ensemble_checkpoint,
+    )  # fmt: skip
     det = Detector.from_pretrained(
-        checkpoint, rpn=args.rpn, device=args.device, min_size=args.min_size, max_size=args.max_size
-    )
+        checkpoint, rpn=args.rpn, device=args.device, min_size=args.min_size, max_size=args.max_size,
+        ensemble=ensemble,
+    )  # fmt: skip
     from regionclip.proposals.base import GivenBoxes
 
     if isinstance(det.model.proposal_generator, GivenBoxes):  # no RPN: every image would fail
@@ -120,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
                 stem += "_"
             used_names.add(stem)
             png = out / f"{stem}.png"
-            result.plot().save(png)
+            result.plot(min_score=args.show_score, max_boxes=args.show_top).save(png)
         images.append(
             {
                 "id": image_id,
@@ -139,7 +164,14 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(out / "detections.json", results)
     atomic_write_json(
         out / "summary.json",
-        {"images": images, "categories": categories, "skipped": skipped, "checkpoint": str(checkpoint)},
+        {
+            "images": images,
+            "categories": categories,
+            "skipped": skipped,
+            "checkpoint": str(checkpoint),
+            "ensemble": det.model.ensemble.describe(bank.names) if det.model.ensemble is not None else None,
+            "drawn": {"min_score": args.show_score, "max_per_image": args.show_top},
+        },
     )
     print(
         f"{len(images)} images, {len(results)} detections -> {out / 'detections.json'}; {len(skipped)} skipped"

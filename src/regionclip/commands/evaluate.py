@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from regionclip.config import load_config
+from regionclip.detect.ensemble import EnsembleConfig
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.eval.protocol import Protocol
 
@@ -88,6 +89,7 @@ class EvalConfig:
     detections_out: str | None = None  # COCO results JSON (default: <out stem>_detections.json)
     progress: bool = True  # progress bar on stderr
     data: EvalDataConfig = field(default_factory=EvalDataConfig)  # the evaluated set
+    detector: EnsembleConfig = field(default_factory=EnsembleConfig)  # detector.ensemble=frozen etc. (F-VLM)
 
 
 @dataclass
@@ -166,10 +168,15 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
     source, rpn_path = _parse_boxes(cfg.boxes)
     overrides = _detector_overrides(cfg)
     kind = read_checkpoint_metadata(path).get("kind") if path.suffix == ".safetensors" else "openai"
+    if kind != "detector" and cfg.detector.ensemble != "none":
+        raise ConfigError(
+            f"detector.ensemble={cfg.detector.ensemble}: needs a detector checkpoint (the frozen classifier is "
+            f"the model it was fine-tuned from); {path} is a '{kind}' checkpoint"
+        )
     if kind == "detector":
         if source == "gt":  # official: GT boxes are used as they are, without RPN-score fusion
             overrides = {"apply_box_deltas": False, "score_fusion": "none", **overrides}
-        loaded = load_detector(path, cfg.rpn_preset, **overrides)
+        loaded = load_detector(path, cfg.rpn_preset, ensemble=cfg.detector, **overrides)
         detector, clip, has_text, config = loaded.detector, loaded.clip, loaded.has_text, loaded.config
         detector.mask_head = None  # box evaluation only
         preset_name = config.get("clip_preset", {}).get("name", "?")
@@ -394,7 +401,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             batch, targets, metas = collate_detection(samples)
             batch = batch.to(device)
             given = [t["boxes"].to(device) for t in targets] if model.box_source == "gt" else None
-            dets = detector.predict(batch, class_embeddings, given)
+            dets = detector.predict(batch, class_embeddings, given, class_names=names)
             for det, meta in zip(dets, metas, strict=True):
                 detections[meta.image_id] = {
                     "boxes": det.boxes.cpu(), "scores": det.scores.cpu(), "labels": det.labels.cpu()
@@ -453,6 +460,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         nms_params=nms_params,
         box_source=model.box_source,
         score_fusion=_fusion_name(detector.score_fusion),
+        score_ensemble="frozen" if detector.ensemble is not None else "none",
+        ensemble_params=detector.ensemble.describe(names) if detector.ensemble is not None else {},
         test_size=(short, max_size),
         model=model.preset_name,
         checkpoint=str(cfg.checkpoint),
@@ -495,6 +504,7 @@ def print_table(metrics: dict, protocol: EvalProtocol, out: Path, det_path: Path
         f"{protocol.mode} | {protocol.model} | {protocol.dataset} | {protocol.split}, {protocol.vocabulary_size} "
         f"classes | boxes {protocol.box_source} | NMS {protocol.nms} {protocol.nms_params} | max "
         f"{protocol.max_detections}, score >= {protocol.score_threshold:g} | fusion {protocol.score_fusion} | "
+        f"ensemble {protocol.score_ensemble} | "
         f"templates {protocol.templates} | test {protocol.test_size[0]}/{protocol.test_size[1]}"
     )
     width = max((len(k) for k, _ in rows), default=8)

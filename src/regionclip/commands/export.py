@@ -15,16 +15,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--height", type=int, default=224, help="height of the example image used for tracing"
     )
     parser.add_argument("--width", type=int, default=224, help="width of the example image used for tracing")
+    parser.add_argument(
+        "--ensemble", choices=["none", "frozen"], default="none",
+        help="frozen: put the frozen-classifier ensemble in the graph (input ensemble_weights [K])",
+    )  # fmt: skip
+    parser.add_argument("--ensemble-weight-seen", type=float, default=0.35, help="w of training classes")
+    parser.add_argument("--ensemble-weight-unseen", type=float, default=0.65, help="w of the other classes")
+    parser.add_argument(
+        "--ensemble-checkpoint",
+        help="frozen classifier (clip checkpoint; default: the detector's recorded init)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from regionclip.detect.api import Detector
+    from regionclip.detect.ensemble import EnsembleConfig
     from regionclip.export import export_onnx
 
-    det = Detector.from_pretrained(args.checkpoint)
+    ensemble = EnsembleConfig(
+        args.ensemble, args.ensemble_weight_seen, args.ensemble_weight_unseen,
+        ensemble_checkpoint=args.ensemble_checkpoint,
+    )  # fmt: skip
+    det = Detector.from_pretrained(args.checkpoint, ensemble=ensemble)
     path = export_onnx(det.model, args.onnx, (args.height, args.width))
     print(
         f"wrote {path}: inputs image [1,3,H,W] (CLIP-normalised), proposals [R,4], class_embeddings [K,{det.model.embed_dim}]; "
         "outputs scores [R,K+1] (background last), boxes [R,4], region_embeddings [R,D]; NMS is left to the caller"
     )
+    if det.model.ensemble is not None:
+        print(
+            "  + frozen-classifier ensemble: input ensemble_weights [K] (w per class; training classes in the "
+            "metadata 'training_classes'); scores are the ensembled ones"
+        )
     return 0

@@ -510,6 +510,8 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
             "clean_class_names": cfg.vocabulary.clean_class_names,
             "split": {"base": list(split.base), "novel": list(split.novel)} if split is not None else None,
             "train": config_to_dict(cfg),
+            # the frozen region classifier of `detector.ensemble=frozen` (regionclip.detect.ensemble)
+            "init_checkpoint": str(Path(cfg.model.weights).resolve()) if cfg.model.weights else None,
         }
         save_detector(path, detector.cpu(), det_cfg, clip.preset, proposals, classes, text, extra)
         skipped = dataset.num_unreadable

@@ -39,7 +39,9 @@ from regionclip.config import config_from_dict, config_to_dict
 from regionclip.data.images import open_image
 from regionclip.detect.config import DetectorConfig
 from regionclip.detect.detector import OpenVocabDetector, build_detector
+from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
 from regionclip.detect.postprocess import Detections
+from regionclip.detect.visualize import DEFAULT_SHOW_SCORE, DEFAULT_SHOW_TOP, draw_detections
 from regionclip.errors import CheckpointError, RegionCLIPError
 from regionclip.proposals.base import GivenBoxes, ProposalGenerator
 from regionclip.regions import RegionEncoder
@@ -111,7 +113,7 @@ def save_detector(
     "rpn", "rpn": <rpn checkpoint config>, "preset": "transfer"}`` or ``{"kind": "gt"}``; text_state: the
     CLIP text-tower tensors (keys as in the CLIP model) to make vocabularies encodable from this file alone.
     """
-    state = dict(detector.state_dict())
+    state = {k: v for k, v in detector.state_dict().items() if not k.startswith("ensemble.")}
     for key, value in (text_state or {}).items():
         state[TEXT_KEY + key] = value
     config = {
@@ -140,8 +142,18 @@ def _clip_around(preset_dict: dict) -> Any:
     return CLIP(ModelPreset.from_dict(preset_dict))
 
 
-def load_detector(path: str | Path, proposal_preset: str | None = None, **overrides: Any) -> LoadedDetector:
-    """Rebuild a detector from a ``detector`` checkpoint alone; ``overrides`` change DetectorConfig fields."""
+def load_detector(
+    path: str | Path,
+    proposal_preset: str | None = None,
+    *,
+    ensemble: EnsembleConfig | None = None,
+    **overrides: Any,
+) -> LoadedDetector:
+    """Rebuild a detector from a ``detector`` checkpoint alone; ``overrides`` change DetectorConfig fields.
+
+    ensemble: with ``ensemble.ensemble == "frozen"``, the frozen-classifier score ensemble is attached
+    (:mod:`regionclip.detect.ensemble`; its checkpoint is the recorded initial one unless the config names one).
+    """
     ckpt = load_checkpoint(path, kind="detector")
     config = ckpt.config
     try:
@@ -166,6 +178,10 @@ def load_detector(path: str | Path, proposal_preset: str | None = None, **overri
         with torch.no_grad():
             for key, value in text.items():
                 own[key].copy_(value)
+    if ensemble is not None and ensemble.ensemble not in ("none", "frozen"):
+        raise RegionCLIPError(f"ensemble: expected 'none' or 'frozen', got {ensemble.ensemble!r}")
+    if ensemble is not None and ensemble.ensemble == "frozen":
+        detector.ensemble = build_frozen_classifier(ensemble, detector.backbone, config, path)
     return LoadedDetector(detector.eval(), clip.eval(), bool(text), config)
 
 
@@ -257,20 +273,28 @@ class DetectionResult:
     def as_detections(self) -> Detections:
         return Detections(self.boxes, self.scores, self.labels, self.region_embeddings)
 
-    def plot(self, image: Image.Image | None = None, min_score: float = 0.0) -> Image.Image:
-        """The image with boxes, names and scores drawn (detections with score >= ``min_score``)."""
-        from regionclip.detect.visualize import draw_detections
-
+    def plot(
+        self,
+        image: Image.Image | None = None,
+        min_score: float = DEFAULT_SHOW_SCORE,
+        max_boxes: int | None = DEFAULT_SHOW_TOP,
+        legend: bool = True,
+    ) -> Image.Image:
+        """The image with the detections worth seeing drawn: score >= ``min_score`` (default 0.3), the best
+        ``max_boxes`` (default 10; None: all), labels outside their boxes, a legend of the drawn classes
+        (:func:`~regionclip.detect.visualize.draw_detections`). The result itself keeps every detection."""
         base = image if image is not None else self.image
         if base is None:
             raise RegionCLIPError("plot: this result has no image; pass one: result.plot(image)")
-        keep = self.scores >= min_score
         return draw_detections(
             base,
-            self.boxes[keep].tolist(),
-            self.labels[keep].tolist(),
-            self.scores[keep].tolist(),
+            self.boxes.tolist(),
+            self.labels.tolist(),
+            self.scores.tolist(),
             self.names,
+            min_score=min_score,
+            max_boxes=max_boxes,
+            legend=legend,
         )
 
     def to_coco(self, image_id: int, category_ids: Sequence[int] | None = None) -> list[dict]:
@@ -331,6 +355,7 @@ class Detector:
         max_size: int | None = None,
         cache_dir: str | Path | None = None,
         templates: Sequence[str] | None = None,
+        ensemble: str | EnsembleConfig | None = None,
         **detector_overrides: Any,
     ) -> Detector:
         """Load a detector from:
@@ -342,8 +367,15 @@ class Detector:
         * a folder written by ``regionclip convert`` (``detector.safetensors`` or ``clip.safetensors`` +
           ``rpn.safetensors``).
 
+        ensemble: ``"frozen"`` (or an :class:`~regionclip.detect.ensemble.EnsembleConfig` with weights, τ and
+        the frozen checkpoint) ensembles a detector checkpoint's scores with its frozen initial region
+        classifier (F-VLM; :mod:`regionclip.detect.ensemble`); ``None`` / ``"none"``: the detector alone.
         detector_overrides: :class:`DetectorConfig` fields (e.g. ``nms="hard"``, ``score_fusion="none"``).
         """
+        if ensemble is None or isinstance(ensemble, str):
+            ensemble = EnsembleConfig(ensemble=ensemble or "none")  # type: ignore[arg-type]
+        if ensemble.ensemble not in ("none", "frozen"):
+            raise RegionCLIPError(f"ensemble: expected 'none' or 'frozen', got {ensemble.ensemble!r}")
         path = Path(path)
         if path.is_dir():
             if (path / "detector.safetensors").is_file():
@@ -358,7 +390,7 @@ class Detector:
             file = path
         kind = read_checkpoint_metadata(file).get("kind")
         if kind == "detector":
-            loaded = load_detector(file, **detector_overrides)
+            loaded = load_detector(file, ensemble=ensemble, **detector_overrides)
             has_text = loaded.has_text
             clip = loaded.clip
             if not has_text and (file.parent / "clip.safetensors").is_file():
@@ -367,6 +399,12 @@ class Detector:
             detector = loaded.detector
         elif kind == "clip":
             from regionclip.clip.checkpoint import load_clip
+
+            if ensemble.ensemble != "none":
+                raise RegionCLIPError(
+                    f"{file}: ensemble=frozen combines a fine-tuned detector with its frozen initial model; "
+                    "this clip checkpoint is already the frozen model (use a detector checkpoint)"
+                )
 
             clip = load_clip(file)
             config = load_checkpoint(file, kind="clip").config
@@ -467,7 +505,9 @@ class Detector:
                     self._scale(torch.as_tensor(b, dtype=torch.float32).reshape(-1, 4), s, inverse=True)
                     for b, s in zip(boxes[start : start + len(chunk)], scales, strict=True)
                 ]
-            dets = self.model.predict(batch, class_embeddings, given, **predict_kwargs)
+            dets = self.model.predict(
+                batch, class_embeddings, given, class_names=list(bank.names), **predict_kwargs
+            )
             for det, img, s in zip(dets, originals, scales, strict=True):
                 det = det.to("cpu")
                 results.append(

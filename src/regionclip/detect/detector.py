@@ -21,7 +21,7 @@ pretrained region encoder with ``apply_box_deltas=False`` (the official ``NO_BOX
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -42,7 +42,7 @@ from regionclip.detect.sampling import RoISampler
 from regionclip.errors import RegionCLIPError
 from regionclip.proposals.base import ProposalGenerator, Proposals
 from regionclip.regions import RegionEncoder, attention_pool
-from regionclip.structures import ImageBatch, StepOutput
+from regionclip.structures import ImageBatch, StepOutput, clip_boxes
 
 
 @dataclass
@@ -74,7 +74,9 @@ class OpenVocabDetector(nn.Module):
     sampler: RoI matching and sampling; cls_loss: ``(logits [N, K+1], targets [N]) -> scalar``;
     train_class_embeddings: ``[K_train, D]`` text embeddings of the training classes (frozen buffer);
     box_transform: delta coding; mask_head: optional class-agnostic mask head on res5 RoI features.
-    The remaining scalars are the default inference settings of :meth:`predict`.
+    The remaining scalars are the default inference settings of :meth:`predict`. ``ensemble`` (None unless
+    attached by ``load_detector(..., ensemble=...)``): the frozen-classifier score ensemble of
+    :mod:`regionclip.detect.ensemble`, applied by :meth:`predict` before the post-processing.
     """
 
     def __init__(
@@ -119,6 +121,8 @@ class OpenVocabDetector(nn.Module):
         self.score_fusion = score_fusion
         self.apply_box_deltas = apply_box_deltas
         self.batched_inference = batched_inference
+        # optional frozen-classifier score ensemble (regionclip.detect.ensemble), attached at load time
+        self.ensemble: nn.Module | None = None
 
     @property
     def embed_dim(self) -> int:
@@ -191,12 +195,19 @@ class OpenVocabDetector(nn.Module):
             res4 = self.backbone.trunk(images.tensor)
             return proposals, [res4[i : i + 1] for i in range(len(images))]
         proposals, res4s = [], []
-        for i, (h, w) in enumerate(images.image_sizes):
-            single = ImageBatch(images.tensor[i : i + 1, :, :h, :w], [(h, w)])
+        for i, tensor in enumerate(self.trunk_inputs(images)):
+            single = ImageBatch(tensor, [images.image_sizes[i]])
             given = None if given_boxes is None else given_boxes[i : i + 1]
             proposals += self.propose(single, given)
             res4s.append(self.backbone.trunk(single.tensor))
         return proposals, res4s
+
+    def trunk_inputs(self, images: ImageBatch) -> list[Tensor]:
+        """The tensor the trunk sees for each image in :meth:`inference_features`: ``[1, 3, h, w]`` (unpadded),
+        or row i of the padded batch when ``batched_inference``."""
+        if self.batched_inference:
+            return [images.tensor[i : i + 1] for i in range(len(images))]
+        return [images.tensor[i : i + 1, :, :h, :w] for i, (h, w) in enumerate(images.image_sizes)]
 
     def pool_per_image(self, res4s: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """RoI features ``[sum N_i, C4, r, r]`` of ``boxes[i]`` on ``res4s[i]`` (see :meth:`inference_features`)."""
@@ -224,13 +235,15 @@ class OpenVocabDetector(nn.Module):
         max_dets: int | None = None,
         apply_box_deltas: bool | None = None,
         score_fusion: ScoreFusion | None = None,
+        class_names: Sequence[str] | None = None,
     ) -> list[Detections]:
         """Detect the classes of ``class_embeddings`` in ``images``.
 
         images: padded CLIP-normalised batch; class_embeddings: ``[K, D]`` text embeddings of the
         vocabulary (any K; normalised here; labels index its rows); given_boxes: per-image boxes ``[N_i, 4]``
         for a :class:`~regionclip.proposals.GivenBoxes` generator (ignored by an RPN). Keyword settings
-        default to the build-time recipe (``None``). Returns one :class:`Detections` per image, in input
+        default to the build-time recipe (``None``); class_names: the K vocabulary names, needed only with
+        an attached ``ensemble`` (its per-class weights depend on whether a name is a training class). Returns one :class:`Detections` per image, in input
         pixels of ``images`` (rescale to the original resolution outside).
         """
         self._check_vocabulary(class_embeddings)
@@ -250,13 +263,23 @@ class OpenVocabDetector(nn.Module):
         if apply_box_deltas:
             all_boxes = self.box_transform.decode(self.box_regressor(embeddings), all_boxes)
         counts = [len(p) for p in proposals]
+        probs: list[Tensor | None] = [None] * len(counts)
+        if self.ensemble is not None:  # frozen-classifier ensemble on the reported (clipped) boxes
+            reported = [
+                clip_boxes(b, s) for b, s in zip(all_boxes.split(counts), images.image_sizes, strict=True)
+            ]
+            scores = self.ensemble(
+                logits, self.trunk_inputs(images), res4s, reported, class_embeddings.to(device), class_names
+            )
+            probs = list(scores.split(counts))
         results = []
-        for i, (lg, bx, emb, prop) in enumerate(
+        for i, (lg, bx, emb, prop, pr) in enumerate(
             zip(
                 logits.split(counts),
                 all_boxes.split(counts),
                 embeddings.split(counts),
                 proposals,
+                probs,
                 strict=True,
             )
         ):
@@ -273,6 +296,7 @@ class OpenVocabDetector(nn.Module):
                 soft_nms_prune=self.soft_nms_prune,
                 max_dets=max_dets,
                 score_fusion=score_fusion,
+                probs=pr,
             )
             results.append(det)
         if self.mask_head is not None:

@@ -3,7 +3,8 @@
 Per image, following the official ``fast_rcnn_inference_single_image``:
 
 1. class probabilities = softmax over the K vocabulary classes + background (the background column is
-   dropped after step 3);
+   dropped after step 3), or the frozen-classifier ensemble's scores in their place
+   (:mod:`regionclip.detect.ensemble`; everything below applies to them unchanged);
 2. optional RPN-score fusion ``score = sqrt(p * o)``: ``"logit"`` is the official one, with ``o`` the RAW
    objectness logit, so proposals with ``o < 0`` get NaN in every column; ``"sigmoid"`` uses sigmoid(o);
    ``"none"`` keeps p;
@@ -92,14 +93,17 @@ def postprocess_image(
     soft_nms_prune: float = 0.001,
     max_dets: int = 100,
     score_fusion: ScoreFusion = "none",
+    probs: Tensor | None = None,
 ) -> Detections:
     """Detections of one image from its R regions.
 
     logits: ``[R, K+1]`` (background last); pred_boxes: ``[R, 4]`` boxes to report (proposals with or without deltas applied), xyxy input pixels;
     objectness: ``[R]`` raw RPN logits (used by score fusion only); region_embeddings: ``[R, D]``;
-    image_size: ``(H, W)`` used to clip the boxes.
+    image_size: ``(H, W)`` used to clip the boxes; probs: optional ``[R, K+1]`` class scores used instead of
+    ``softmax(logits)`` (the frozen-classifier ensemble, :mod:`regionclip.detect.ensemble`).
     """
-    scores = fuse_scores(logits.float().softmax(dim=1), objectness.float(), score_fusion)
+    probs = logits.float().softmax(dim=1) if probs is None else probs.float()
+    scores = fuse_scores(probs, objectness.float(), score_fusion)
     boxes = clip_boxes(pred_boxes.float(), image_size)
     finite = torch.isfinite(boxes).all(dim=1) & torch.isfinite(scores).all(dim=1)
     region_index = torch.nonzero(finite).flatten()

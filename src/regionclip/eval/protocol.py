@@ -48,6 +48,10 @@ class Protocol:
     )  # e.g. {"iou": 0.5} or {"sigma": 0.5, "prune": 0.001}
     box_source: Literal["rpn", "gt", "given"] = "rpn"  # where the regions come from
     score_fusion: Literal["none", "rpn-logit-sqrt"] = "none"  # official sqrt(p * rpn_logit) fusion on/off
+    score_ensemble: Literal["none", "frozen"] = "none"  # F-VLM ensemble with the frozen region classifier
+    ensemble_params: dict[str, Any] = field(
+        default_factory=dict
+    )  # weights (seen / unseen), τ, frozen checkpoint, shared trunk, seen classes in the vocabulary
     test_size: tuple[int, int] = (800, 1333)  # short side, max side of the test resize
     model: str = ""  # model preset / description
     checkpoint: str = ""  # checkpoint path (or fingerprint)
