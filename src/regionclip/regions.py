@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from regionclip.precision import compute_region
+
 RES4_STRIDE = 16
 
 
@@ -98,7 +100,11 @@ class RegionEncoder(nn.Module):
     """A CLIP image tower used as region encoder (student, teacher or detector backbone).
 
     ``visual`` is a ModifiedResNet (FrozenBatchNorm2d); its keys stay ``visual.*`` so CLIP weights map 1:1.
+    ``compute_dtype`` (set by :func:`regionclip.precision.apply_precision`): the trunk and the region head run
+    under that autocast dtype (``None``: fp32); their outputs are always float32.
     """
+
+    compute_dtype: torch.dtype | None = None
 
     def __init__(self, visual: nn.Module, chunk_size: int = 256):
         super().__init__()
@@ -108,16 +114,18 @@ class RegionEncoder(nn.Module):
         self.embed_dim = visual.attnpool.c_proj.out_features
 
     def trunk(self, images: Tensor) -> Tensor:
-        """``res4`` ``[B, C4, H/16, W/16]`` of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
-        return run_trunk(self.visual, images)
+        """``res4`` ``[B, C4, H/16, W/16]`` float32 of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
+        with compute_region(self, images.device.type):
+            return run_trunk(self.visual, images).float()
 
     def pool(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
         """RoIAlign features ``[sum N_i, C4, r, r]``."""
         return roi_pool(res4, boxes, self.pooler_resolution)
 
     def head(self, roi_features: Tensor) -> Tensor:
-        """Region embeddings ``[R, D]`` from RoI features ``[R, C4, r, r]``."""
-        return run_region_head(self.visual, roi_features, self.chunk_size)
+        """Region embeddings ``[R, D]`` float32 from RoI features ``[R, C4, r, r]``."""
+        with compute_region(self, roi_features.device.type):
+            return run_region_head(self.visual, roi_features, self.chunk_size).float()
 
     def forward(self, images: Tensor, boxes: list[Tensor]) -> Tensor:
         """Region embeddings ``[sum N_i, D]`` of ``boxes`` (xyxy pixels) in ``images``."""

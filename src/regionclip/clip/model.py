@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from regionclip.clip.presets import ModelPreset, get_preset
+from regionclip.precision import compute_region
 
 
 def _convert_batch_norm(module: nn.Module, source: type, build: type) -> nn.Module:
@@ -57,8 +58,12 @@ def freeze_stages(visual: nn.Module, freeze_at: int) -> None:
 class CLIP(nn.Module):
     """CLIP image and text towers with RegionCLIP's region encoder.
 
-    Built from a :class:`ModelPreset`; use :func:`create_model` to also load weights.
+    Built from a :class:`ModelPreset`; use :func:`create_model` to also load weights. ``compute_dtype``
+    (set by :func:`regionclip.precision.apply_precision`): the towers run under that autocast dtype
+    (``None``: fp32); the embeddings they return are always float32.
     """
+
+    compute_dtype: torch.dtype | None = None
 
     def __init__(self, preset: ModelPreset):
         super().__init__()
@@ -102,7 +107,8 @@ class CLIP(nn.Module):
 
     def encode_image(self, images: Tensor) -> Tensor:
         """Unnormalised image embeddings ``[B, D]`` of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
-        return self.visual(images)
+        with compute_region(self, images.device.type):
+            return self.visual(images).float()
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """Unnormalised text embeddings ``[N, D]``: the projected feature at the EOT (largest) token.
@@ -113,12 +119,13 @@ class CLIP(nn.Module):
         """
         eot = tokens.argmax(dim=-1)
         length = int(eot.max()) + 1 if tokens.shape[0] else 1
-        x = self.token_embedding(tokens[:, :length])
-        x = x + self.positional_embedding[:length]
-        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
-        x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
-        return x @ self.text_projection
+        with compute_region(self, tokens.device.type):
+            x = self.token_embedding(tokens[:, :length])
+            x = x + self.positional_embedding[:length]
+            x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+            x = self.ln_final(x)
+            x = x[torch.arange(x.shape[0], device=x.device), eot]
+            return (x @ self.text_projection).float()
 
     def encode_regions(self, images: Tensor, boxes: list[Tensor], chunk_size: int = 256) -> Tensor:
         """Unnormalised region embeddings ``[sum N_i, D]`` (see :func:`regionclip.regions.encode_regions`).
@@ -127,7 +134,8 @@ class CLIP(nn.Module):
         """
         from regionclip.regions import encode_regions
 
-        return encode_regions(self.visual, images, boxes, chunk_size=chunk_size)
+        with compute_region(self, images.device.type):
+            return encode_regions(self.visual, images, boxes, chunk_size=chunk_size).float()
 
     def similarity(self, image_features: Tensor, text_features: Tensor, temperature: float = 0.01) -> Tensor:
         """Cosine similarity logits ``[N, M]`` divided by ``temperature`` (RegionCLIP's fixed τ = 0.01)."""

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
+
 DEMO_CHECKPOINT = Path("regionclip-demo/transfer_regionclip/detector.safetensors")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -41,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--max-size", type=int, default=None, help="test longer side cap (default: 1333)")
     parser.add_argument("--no-png", action="store_true", help="write only the JSON files")
+    add_precision_argument(parser)
 
 
 def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict]]:
@@ -92,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             "(from `regionclip train-rpn` or `regionclip convert`)"
         )
     bank = det.vocabulary_bank(names)
+    apply_precision(det.model, resolve_precision(args.precision, det.device))  # after the (fp32) vocabulary
     kwargs = {
         k: v
         for k, v in (("score_thresh", args.score_thresh), ("max_dets", args.max_dets), ("nms", args.nms))

@@ -41,6 +41,7 @@ from torch import nn
 from regionclip.config import load_config
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.eval.protocol import Protocol
+from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
 
 
 @dataclass
@@ -82,6 +83,7 @@ class EvalConfig:
     batch_size: int = 2  # images per forward pass
     num_workers: int = 0  # DataLoader workers reading images
     device: str | None = None  # "cpu", "cuda", ... (None: CUDA when available)
+    precision: Literal["fp32", "bf16", "auto"] = "auto"  # networks in fp32 or bf16 (auto: bf16 if native)
     out: str = "eval/results.json"  # results JSON (metrics + protocol)
     detections_out: str | None = None  # COCO results JSON (default: <out stem>_detections.json)
     progress: bool = True  # progress bar on stderr
@@ -358,6 +360,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     bank = build_concept_bank(clip, names, templates, cache_dir=cache)
     clip.cpu()
     detector = model.detector.to(device).eval()
+    apply_precision(detector, resolve_precision(cfg.precision, device))  # vocabulary above stays fp32
     class_embeddings = bank.embeddings.to(device)
     want_region = cfg.region_accuracy or model.box_source == "gt"
 
@@ -510,6 +513,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-weights", help="CLIP file with the text tower, if the checkpoint has none")
     parser.add_argument("--batch-size", type=int, help="images per forward pass")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    add_precision_argument(parser, default=None)
     parser.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. max_dets=300 data.max_images=50"
     )
@@ -520,6 +524,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     top = {
         "checkpoint": args.checkpoint, "out": args.out, "boxes": args.boxes, "protocol": args.protocol,
         "text_weights": args.text_weights, "batch_size": args.batch_size, "device": args.device,
+        "precision": args.precision,
     }  # fmt: skip
     data = {
         "json": args.data, "image_root": args.images, "novel_classes": args.novel_classes,
