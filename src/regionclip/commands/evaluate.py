@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from regionclip.config import load_config
+from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.eval.protocol import Protocol
 from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
@@ -101,6 +102,8 @@ class EvalProtocol(Protocol):
     max_proposals: int | None = None  # proposals kept per image when fewer than the preset's
     base_classes: list[str] = field(default_factory=list)  # base classes of the split
     novel_classes: list[str] = field(default_factory=list)  # novel classes of the split
+    precision: str = "fp32"  # what the networks ran in (fp32 or bf16; outputs and NMS always fp32)
+    world_size: int = 1  # processes that shared the images (torchrun ranks)
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -278,6 +281,19 @@ def _as_list(items):
 # ------------------------------------------------------------------------------------------ evaluate
 
 
+def merge_shards(dataset, dist, detections, scales, region_emb, region_labels, unreadable):
+    """Every rank's results (see :mod:`regionclip.engine.sharding`), merged in the dataset's image order."""
+    parts = gather_lists([(detections, scales, region_emb, region_labels, unreadable)], dist)
+    merged = {k: v for part in parts for k, v in part[0].items()}
+    order = [img["id"] for img in dataset.images if img["id"] in merged]
+    detections = {k: merged[k] for k in order}
+    scales = {k: v for part in parts for k, v in part[1].items()}
+    region_emb = [t for part in parts for t in part[2]]
+    region_labels = [t for part in parts for t in part[3]]
+    unreadable = [m for part in parts for m in part[4]]
+    return detections, scales, region_emb, region_labels, unreadable
+
+
 def _fusion_name(fusion: str) -> str:
     return {"none": "none", "logit": "rpn-logit-sqrt", "sigmoid": "rpn-sigmoid-sqrt"}[fusion]
 
@@ -349,7 +365,8 @@ def evaluate(cfg: EvalConfig) -> dict:
     if len(dataset) == 0:
         raise DataError(f"{d.json}: no images to evaluate")
 
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dist = inference_job(cfg.device)  # one process, or this rank of a torchrun job
+    device = dist.device
     if not model.has_text:
         raise CheckpointError(
             f"{cfg.checkpoint}: has no text encoder to embed the vocabulary; set text_weights "
@@ -360,20 +377,24 @@ def evaluate(cfg: EvalConfig) -> dict:
     bank = build_concept_bank(clip, names, templates, cache_dir=cache)
     clip.cpu()
     detector = model.detector.to(device).eval()
-    apply_precision(detector, resolve_precision(cfg.precision, device))  # vocabulary above stays fp32
+    precision = resolve_precision(cfg.precision, device, log=dist.is_main)
+    apply_precision(detector, precision)  # the vocabulary above stays fp32
     class_embeddings = bank.embeddings.to(device)
     want_region = cfg.region_accuracy or model.box_source == "gt"
 
     # ---- inference
     loader = torch.utils.data.DataLoader(
-        _SafeSamples(dataset), batch_size=max(1, cfg.batch_size), collate_fn=_as_list,
+        torch.utils.data.Subset(_SafeSamples(dataset), shard_indices(len(dataset), dist)),
+        batch_size=max(1, cfg.batch_size), collate_fn=_as_list,
         num_workers=cfg.num_workers, shuffle=False,
     )  # fmt: skip
     detections: dict[int, dict] = {}
     scales: dict[int, tuple[float, float]] = {}
     region_emb, region_labels, unreadable = [], [], []
     t0 = time.perf_counter()
-    bar = tqdm(loader, desc="eval", unit="batch", file=sys.stderr, disable=not cfg.progress)
+    bar = tqdm(
+        loader, desc="eval", unit="batch", file=sys.stderr, disable=not cfg.progress or not dist.is_main
+    )
     with torch.no_grad():
         for items in bar:
             samples = [s for s in items if not isinstance(s, tuple)]
@@ -395,6 +416,12 @@ def evaluate(cfg: EvalConfig) -> dict:
                     region_emb.append(detector.backbone(batch.tensor, boxes).float().cpu())
                     region_labels.append(torch.cat([t["labels"] for t in targets]))
     seconds = time.perf_counter() - t0
+    if dist.distributed:  # rank 0 merges every rank's share, in the order of one process
+        detections, scales, region_emb, region_labels, unreadable = merge_shards(
+            dataset, dist, detections, scales, region_emb, region_labels, unreadable
+        )
+        if not dist.is_main:
+            return {}
     for message in unreadable:
         print(f"regionclip eval: skipped unreadable image: {message}", file=sys.stderr)
 
@@ -448,6 +475,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         max_proposals=cfg.max_proposals if model.box_source == "rpn" else None,
         base_classes=list(split.base) if split is not None else [],
         novel_classes=list(split.novel) if split is not None else [],
+        precision=precision.name,
+        world_size=dist.world_size,
     )
     out = Path(cfg.out)
     det_path = (
@@ -540,5 +569,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    evaluate(config_from_args(args))
+    from regionclip.engine.distributed import cleanup
+
+    try:
+        evaluate(config_from_args(args))
+    finally:
+        cleanup()  # leaves a torchrun job cleanly (no-op in one process)
     return 0
