@@ -127,9 +127,28 @@ class RegionEncoder(nn.Module):
         with compute_region(self, roi_features.device.type):
             return run_region_head(self.visual, roi_features, self.chunk_size).float()
 
+    def embed(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
+        """Region embeddings ``[sum N_i, D]`` float32 of ``boxes`` (xyxy pixels) on ``res4``.
+
+        Without autograd, RoIAlign and the head run ``chunk_size`` regions at a time, so the RoI features of
+        only one chunk exist at once (1000 RN50 regions: 0.8 GB less peak memory); same result as
+        ``head(pool(res4, boxes))``.
+        """
+        total = sum(len(b) for b in boxes)
+        if torch.is_grad_enabled() or total <= self.chunk_size:
+            return self.head(self.pool(res4, boxes))
+        indexed = [torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)]
+        rois = torch.cat(indexed).to(dtype=res4.dtype, device=res4.device)  # [K, 5]: image, x1, y1, x2, y2
+        r = self.pooler_resolution
+        outs = [
+            self.head(roi_align(res4, chunk, r, 1.0 / RES4_STRIDE, sampling_ratio=0, aligned=True))
+            for chunk in rois.split(self.chunk_size)
+        ]
+        return torch.cat(outs)
+
     def forward(self, images: Tensor, boxes: list[Tensor]) -> Tensor:
         """Region embeddings ``[sum N_i, D]`` of ``boxes`` (xyxy pixels) in ``images``."""
-        return self.head(self.pool(self.trunk(images), boxes))
+        return self.embed(self.trunk(images), boxes)
 
     def encode_global(self, images: Tensor) -> Tensor:
         """The official image-level embedding ``[B, D]``: the global box over the padded batch."""
