@@ -372,13 +372,13 @@ def evaluate(cfg: EvalConfig) -> dict:
             f"{cfg.checkpoint}: has no text encoder to embed the vocabulary; set text_weights "
             "(--text-weights) to the OpenAI CLIP .pt of the same preset"
         )
-    clip = model.clip.to(device)
+    precision = resolve_precision(cfg.precision, device, log=dist.is_main)
+    clip = apply_precision(model.clip.to(device), precision)  # the text tower too; embeddings are fp32
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     bank = build_concept_bank(clip, names, templates, cache_dir=cache)
     clip.cpu()
     detector = model.detector.to(device).eval()
-    precision = resolve_precision(cfg.precision, device, log=dist.is_main)
-    apply_precision(detector, precision)  # the vocabulary above stays fp32
+    apply_precision(detector, precision)
     class_embeddings = bank.embeddings.to(device)
     want_region = cfg.region_accuracy or model.box_source == "gt"
 
