@@ -14,10 +14,24 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor, nn
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.ops import misc as tv_misc
 
 from regionclip.clip.presets import ModelPreset, get_preset
 from regionclip.precision import compute_region
+
+
+class FrozenBatchNorm2d(tv_misc.FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` (same buffers and keys) applied in the input's dtype.
+
+    The affine scale and shift are computed from the fp32 statistics in fp32, then applied in the dtype of
+    ``x``: identical in fp32; under bf16 autocast the activations stay bf16 between the convolutions instead
+    of being promoted to fp32 by the fp32 scale at every layer (2-3x faster trunk on an AMX CPU).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
 
 def _convert_batch_norm(module: nn.Module, source: type, build: type) -> nn.Module:

@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
-from torchvision.ops.misc import FrozenBatchNorm2d
 
+from regionclip.clip.model import FrozenBatchNorm2d
 from regionclip.precision import compute_region
 from regionclip.proposals.base import ProposalGenerator, Proposals
 from regionclip.structures import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, ImageBatch, clip_boxes

@@ -33,9 +33,9 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import box_iou, nms
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from regionclip.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from regionclip.clip.model import FrozenBatchNorm2d
 from regionclip.config import config_from_dict, config_to_dict
 from regionclip.errors import CheckpointError, ConfigError
 from regionclip.precision import compute_region
