@@ -98,21 +98,26 @@ def ours_rate(captions: list[str], workers: int, cache_size: int, parse: bool = 
     return len(captions) / (time.perf_counter() - start)
 
 
-def embed_seconds(names: int, templates: int = 81, vocabulary: int = 1203) -> dict:
+def embed_seconds(
+    names: int, templates: int = 81, vocabulary: int = 1203, precision: str = "fp32", batch_size: int = 1024
+) -> dict:
     import torch
 
     from regionclip.clip import create_model
     from regionclip.concepts import OFFICIAL_TEMPLATES, build_concept_bank
+    from regionclip.precision import apply_precision, resolve_precision
 
-    model = create_model("RN50")
+    model = apply_precision(create_model("RN50"), resolve_precision(precision, "cpu", log=False))
     vocab = [f"synthetic object {i}" for i in range(names)]
     with torch.no_grad():
         model.encode_text(model.tokenize(["warm up"]))
     start = time.perf_counter()
-    bank = build_concept_bank(model, vocab, OFFICIAL_TEMPLATES[:templates], batch_size=256)
+    bank = build_concept_bank(model, vocab, OFFICIAL_TEMPLATES[:templates], batch_size=batch_size)
     seconds = time.perf_counter() - start
     assert tuple(bank.embeddings.shape) == (names, 1024)
     return {
+        "precision": precision,
+        "batch_size": batch_size,
         "names_measured": names,
         "templates": templates,
         "prompts_measured": names * templates,
@@ -129,7 +134,23 @@ def main() -> None:
     parser.add_argument("--baseline-captions", type=int, default=4000, help="baseline runs on a prefix")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--embed-names", type=int, default=4, help="0 skips the embedding benchmark")
+    parser.add_argument("--embed-batch", type=int, default=1024, help="prompts per text-encoder batch")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"], help="embedding"
+    )
+    parser.add_argument("--embed-only", action="store_true", help="skip the caption extraction part")
     args = parser.parse_args()
+    if args.embed_only:
+        runs = [
+            embed_seconds(args.embed_names, precision=p, batch_size=args.embed_batch) for p in args.precision
+        ]
+        print(json.dumps({"date": time.strftime("%Y-%m-%d"), "embed_rn50_cpu": runs}, indent=2))
+        for e in runs:
+            print(
+                f"RN50 text encoder, CPU, {e['precision']}: {e['prompts_per_s']} prompts/s -> LVIS 1203 x 81 "
+                f"prompts ~ {e['lvis_1203x81_seconds_extrapolated']} s (from {e['names_measured']} names)"
+            )
+        return
 
     captions = synthetic_captions(args.captions)
     unique = len({" ".join(c.lower().split()) for c in captions})

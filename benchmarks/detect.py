@@ -1,33 +1,39 @@
-"""Benchmark of open-vocabulary detector inference (method reference §6.5, §13).
+"""Benchmark of open-vocabulary detector inference as users run it (method reference §6.5, §13).
 
-Per-image latency of the RN50-C4 detector (random weights) on one 800x1066 image with 1000 given random
-proposals, split into trunk (stem..layer3), proposals (GivenBoxes: negligible; an RPN is not measured here),
-region head (RoIAlign + layer4 + attention pool) and post-processing (classifier, box decoding, score
-threshold, per-class soft-NMS or hard NMS, top-k) for 65 (COCO) and 1203 (LVIS) classes; plus soft-NMS
-alone on 1000 boxes x 65 classes, the vectorised :func:`batched_soft_nms` against the plain loop
-:func:`soft_nms_reference` run class by class in the same process (baseline; with ``--ref-classes`` < 65 the
-loop is timed on that many classes and scaled linearly, which is exact up to noise since classes are
-independent). Prints a table and a JSON line.
+Per-image latency of the RN50-C4 detector (random weights) on one 800x1066 image: the official checkpoints'
+proposal network (detectron2 R50-C4 RPN, random weights, 1000 proposals), the trunk (stem..layer3), the
+region head (RoIAlign + layer4 + attention pool) on 1000 given random proposals, post-processing
+(classifier, box decoding, score threshold, per-class soft-NMS or hard NMS, top-k) for 65 (COCO) and 1203
+(LVIS) classes, ``predict()`` end to end with the RPN (the official evaluation setting), 50 given boxes end
+to end, and the process's peak RSS; each ``--precision`` in its own process, side by side with the bf16 /
+fp32 ratio, the official figures and the targets. Plus soft-NMS alone on 1000 boxes x 65 classes, the
+vectorised :func:`batched_soft_nms` against the plain loop :func:`soft_nms_reference` run class by class in
+the same process (baseline; with ``--ref-classes`` < 65 the loop is timed on that many classes and scaled
+linearly, which is exact up to noise since classes are independent). Prints a table and a JSON line.
 
-    python benchmarks/detect.py            # about 1-3 minutes on a 2-core CPU
-    python benchmarks/detect.py --quick    # smaller: 300 proposals, soft-NMS baseline on 2 classes
+    python benchmarks/detect.py --precision fp32 bf16   # about 3-5 minutes on a 2-core CPU
+    python benchmarks/detect.py --quick                 # smaller: 300 proposals, loop baseline on 2 classes
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
 
+import _common
 from regionclip.clip import create_model
 from regionclip.detect import DetectorConfig, build_detector
 from regionclip.detect.postprocess import postprocess_image
 from regionclip.detect.soft_nms import batched_soft_nms, soft_nms_reference
+from regionclip.precision import PRECISIONS, apply_precision, resolve_precision
 from regionclip.proposals import GivenBoxes
+from regionclip.proposals.detectron2 import Detectron2RPNConfig, build_detectron2_rpn
 from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch
 
@@ -47,15 +53,27 @@ def _random_boxes(n: int, h: int, w: int, g: torch.Generator) -> torch.Tensor:
     return torch.cat([xy, xy + wh], dim=1)
 
 
-def bench_pipeline(num_proposals: int, vocab_sizes: list[int], repeats: int, height: int, width: int) -> dict:
+def bench_pipeline(
+    num_proposals: int, vocab_sizes: list[int], repeats: int, height: int, width: int, precision: str
+) -> dict:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
+    prec = resolve_precision(precision, "cpu", log=False)
     encoder = RegionEncoder(create_model("RN50").visual)
     det = build_detector(DetectorConfig(recipe="coco"), encoder, GivenBoxes(), torch.randn(48, 1024)).eval()
+    # the official checkpoints' proposal network: detectron2 R50-C4 RPN (random weights), 1000 proposals
+    rpn = build_detectron2_rpn(Detectron2RPNConfig(arch="R50-C4", post_nms_topk=num_proposals))
+    apply_precision(det, prec)
+    apply_precision(rpn, prec)
     images = ImageBatch.from_images([torch.rand(3, height, width, generator=g)])
     given = [_random_boxes(num_proposals, height, width, g)]
-    out: dict = {"image": [height, width], "proposals": num_proposals}
+    out: dict = {"image": [height, width], "proposals": num_proposals, "precision": prec.name}
     with torch.no_grad():
+        # warm-up: the first call of each shape pays oneDNN's kernel set-up (bf16 weight reorders for AMX)
+        rpn(images)
+        det.predict(images, torch.randn(65, 1024, generator=g), [given[0][:300]])
+        out["rpn_s"], rpn_props = _timed(lambda: rpn(images), repeats)
+        out["rpn_proposals"] = len(rpn_props[0])
         out["trunk_s"], res4 = _timed(lambda: det.backbone.trunk(images.tensor), repeats)
         out["proposals_s"], proposals = _timed(lambda: det.propose(images, given), repeats)
         boxes = [p.boxes for p in proposals]
@@ -76,6 +94,17 @@ def bench_pipeline(num_proposals: int, vocab_sizes: list[int], repeats: int, hei
                 out[f"dets_{k}_{nms}"] = len(dets)
             probs = det.classifier(emb, vocab).softmax(dim=1)[:, :-1]
             out[f"candidates_{k}"] = int((probs > 0.001).sum())
+        vocab65 = torch.randn(65, emb.shape[1], generator=g)
+        # 50 given boxes, end to end through predict (official 2.2 s)
+        box50 = [_random_boxes(50, height, width, g)]
+        out["given50_s"], _ = _timed(lambda: det.predict(images, vocab65, box50, nms="soft"), repeats)
+        # the official evaluation setting end to end: RPN + trunk + region head + soft-NMS, 65 classes
+        det.proposal_generator = rpn
+        out["e2e_rpn_soft_s"], _ = _timed(lambda: det.predict(images, vocab65, nms="soft"), repeats)
+    stages = out["rpn_s"] + out["trunk_s"] + out["region_head_s"]
+    out["sum_rpn_soft_s"] = stages + out["post_65_soft_s"]
+    out["sum_rpn_hard_s"] = stages + out["post_65_hard_s"]
+    out["peak_rss_mb"] = round(_common.peak_rss_mb())
     return out
 
 
@@ -112,6 +141,22 @@ def bench_soft_nms(num_boxes: int, num_classes: int, ref_classes: int) -> dict:
     }
 
 
+OFFICIAL = {  # method reference §13, same kind of machine (2 cores)
+    "sum_rpn_soft_s": 94.5,  # RPN + detector, soft-NMS, 65 classes
+    "sum_rpn_hard_s": 27.6,  # same with hard NMS
+    "given50_s": 2.2,  # 50 given boxes
+    "peak_rss_mb": 3700,  # with the RPN
+}
+TARGETS = {"e2e_rpn_soft_s": 5.0, "given50_s": 0.5, "peak_rss_mb": 2048}  # issue 16, 2 cores
+
+
+def run_child(precision: str, argv: list[str]) -> dict:
+    """The pipeline in its own process (its own peak RSS); returns its JSON."""
+    cmd = [sys.executable, __file__, *argv, "--precision", precision, "--pipeline-json"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="300 proposals, baseline loop on 2 classes")
@@ -120,24 +165,36 @@ def main() -> None:
     parser.add_argument("--ref-classes", type=int, default=None, help="classes timed for the loop baseline")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--soft-nms-only", action="store_true", help="skip the RN50 pipeline")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32"], choices=[p for p in PRECISIONS if p != "auto"],
+        help="fp32 and/or bf16; several: each pipeline in its own process, side by side, bf16 / fp32 ratio",
+    )  # fmt: skip
+    parser.add_argument("--pipeline-json", action="store_true", help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     num_props = args.proposals or (300 if args.quick else 1000)
     ref_classes = args.ref_classes or (2 if args.quick else 8)
+    if args.pipeline_json:
+        print(json.dumps(bench_pipeline(num_props, [65, 1203], args.repeats, 800, 1066, args.precision[0])))
+        return
 
-    pipe = {} if args.soft_nms_only else bench_pipeline(num_props, [65, 1203], args.repeats, 800, 1066)
+    child_argv = ["--proposals", str(num_props), "--repeats", str(args.repeats)]
+    child_argv += ["--threads", str(args.threads)] if args.threads else []
+    pipes = {} if args.soft_nms_only else {p: run_child(p, child_argv) for p in args.precision}
     snms = bench_soft_nms(1000, 65, ref_classes)
     result = {
-        "machine": platform.processor() or platform.machine(),
+        "machine": _common.machine(),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "date": time.strftime("%Y-%m-%d"),
-        "pipeline": pipe,
+        "pipeline": pipes,
+        "official": OFFICIAL,
+        "targets": TARGETS,
         "soft_nms": snms,
     }
-    if pipe:
-        _print_pipeline(pipe, num_props, result["threads"])
+    if pipes:
+        _print_pipeline(pipes, num_props, result["threads"])
     print(f"soft-NMS, {snms['boxes']} boxes x {snms['classes']} classes ({snms['candidates']} candidates):")
     print(f"  vectorised      {snms['vectorised_s']:>9.3f} s   (shared boxes: decay matrix + gathers)")
     print(f"  vectorised      {snms['vectorised_no_box_ids_s']:>9.3f} s   (IoU recomputed each step)")
@@ -148,15 +205,38 @@ def main() -> None:
     print(json.dumps(result))
 
 
-def _print_pipeline(pipe: dict, num_props: int, threads: int) -> None:
-    print(f"RN50-C4, random weights, image {pipe['image']}, {num_props} given proposals, threads {threads}")
-    print(f"{'stage':<34}{'seconds':>10}")
-    for name in ("trunk_s", "proposals_s", "region_head_s"):
-        print(f"{name[:-2]:<34}{pipe[name]:>10.3f}")
-    for k in (65, 1203):
-        for nms in ("soft", "hard"):
-            label = f"post-process {k} cls {nms}-NMS"
-            print(f"{label:<34}{pipe[f'post_{k}_{nms}_s']:>10.3f}   ({pipe[f'candidates_{k}']} candidates)")
+ROWS = [
+    ("rpn_s", "RPN R50-C4 (detectron2)"),
+    ("trunk_s", "trunk (stem..layer3)"),
+    ("region_head_s", "region head, given proposals"),
+    ("post_65_soft_s", "post-process 65 cls soft-NMS"),
+    ("post_65_hard_s", "post-process 65 cls hard NMS"),
+    ("post_1203_soft_s", "post-process 1203 cls soft-NMS"),
+    ("post_1203_hard_s", "post-process 1203 cls hard NMS"),
+    ("sum_rpn_soft_s", "per image: RPN+det, soft (sum)"),
+    ("sum_rpn_hard_s", "per image: RPN+det, hard (sum)"),
+    ("e2e_rpn_soft_s", "per image: predict() with RPN, soft"),
+    ("given50_s", "per image: 50 given boxes"),
+    ("peak_rss_mb", "peak RSS MB (process)"),
+]
+
+
+def _print_pipeline(pipes: dict, num_props: int, threads: int) -> None:
+    names = list(pipes)
+    print(f"RN50-C4, random weights, image 800x1066, {num_props} proposals, threads {threads}")
+    head = f"{'stage':<38}" + "".join(f"{n:>10}" for n in names)
+    if len(names) > 1:
+        head += f"{names[-1] + '/' + names[0]:>12}"
+    print(head + f"{'official':>10}{'target':>8}")
+    for key, label in ROWS:
+        values = [pipes[n][key] for n in names]
+        line = f"{label:<38}" + "".join(
+            f"{v:>10.3f}" if key != "peak_rss_mb" else f"{v:>10.0f}" for v in values
+        )
+        if len(names) > 1:
+            line += f"{values[-1] / max(values[0], 1e-9):>12.2f}"
+        line += f"{OFFICIAL.get(key, ''):>10}{TARGETS.get(key, ''):>8}"
+        print(line)
     print()
 
 

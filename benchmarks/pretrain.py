@@ -8,6 +8,7 @@ memory is the process's peak resident set size (CPU) or ``torch.cuda.max_memory_
 
     python benchmarks/pretrain.py                       # tiny preset + RN50 at 800 px, random weights
     python benchmarks/pretrain.py --cases tiny --steps 5
+    python benchmarks/pretrain.py --cases tiny rn50_480 --steps 1 --precision fp32 bf16   # side by side
 
 Prints a JSON object and a table.
 """
@@ -31,6 +32,7 @@ from PIL import Image
 
 from regionclip.clip.model import create_model
 from regionclip.data.pairs import WebDatasetPairs, pretrain_transform, webdataset_batches
+from regionclip.precision import apply_precision, resolve_precision
 from regionclip.pretrain.pseudo_labels import pseudo_label
 from regionclip.pretrain.task import PretrainBatch, PretrainTask, TextEncoder, freeze_stages
 from regionclip.proposals.random_boxes import RandomBoxes
@@ -72,7 +74,7 @@ def _shard(path: Path, n: int, size: tuple[int, int]) -> str:
     return str(path)
 
 
-def run_case(name: str, steps: int, device: torch.device) -> dict:
+def run_case(name: str, steps: int, device: torch.device, precision: str = "fp32") -> dict:
     preset, size, short, max_size, batch, regions, n_concepts = CASES[name]
     torch.manual_seed(0)
     clip = create_model(preset).to(device)
@@ -89,6 +91,8 @@ def run_case(name: str, steps: int, device: torch.device) -> dict:
         clip.preset,
         regions_per_image=regions,
     ).to(device)
+    prec = resolve_precision(precision, device, log=False)
+    apply_precision(task, prec)  # autocast regions: student, teacher, text tower; losses fp32
     task.train()
     opt = torch.optim.SGD([p for p in task.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     with tempfile.TemporaryDirectory() as tmp:
@@ -133,6 +137,7 @@ def run_case(name: str, steps: int, device: torch.device) -> dict:
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {
         "case": name,
+        "precision": prec.name,
         "preset": preset,
         "image": f"{size[0]}x{size[1]} -> short {short}",
         "batch": batch,
@@ -150,9 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
     parser.add_argument("--steps", type=int, default=2, help="reported steps per case (after one warm-up)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+        help="fp32 and/or bf16 (several: every case in each, in this run)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    results = [run_case(c, args.steps, device) for c in args.cases]
+    results = [run_case(c, args.steps, device, p) for c in args.cases for p in args.precision]
     report = {
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -162,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(json.dumps(report, indent=2))
     cols = [
         "case",
+        "precision",
         "images_per_s",
         "step_s",
         "data_s",

@@ -31,7 +31,10 @@ from regionclip.proposals.detectron2 import Detectron2RPNConfig, build_detectron
 
 SMALL = ["--min-size", "64", "--max-size", "96"]
 # tqdm bars and logged warnings ("<date> <logger>: ...") on stderr are not the command's message
-PROGRESS = re.compile(r"\d+%\||\d+(\.\d+)?(it|img|step|batch)/s|^\d{4}-\d\d-\d\d \d\d:|^WARNING")
+# progress bars, log lines and the one status line of ``precision auto`` are not the error message
+PROGRESS = re.compile(
+    r"\d+%\||\d+(\.\d+)?(it|img|step|batch)/s|^\d{4}-\d\d-\d\d \d\d:|^WARNING|^regionclip: precision auto -> "
+)
 
 
 class _RunsCode:

@@ -91,3 +91,16 @@ def test_gradients_reach_layer4_and_attnpool(micro_model):
     assert micro_model.visual.layer4[0].conv1.weight.grad is not None
     assert micro_model.visual.attnpool.q_proj.weight.grad is not None
     micro_model.zero_grad(set_to_none=True)
+
+
+def test_embed_chunks_roi_align_and_head_with_the_same_result():
+    torch.manual_seed(0)
+    enc = RegionEncoder(regionclip.create_model("RN-micro").visual, chunk_size=4).eval()
+    images = torch.randn(2, 3, 64, 80)
+    boxes = [torch.tensor([[0, 0, 30, 30.0], [10, 5, 60, 40], [3, 3, 20, 50]]),
+             torch.tensor([[5, 5, 40, 40.0], [0, 0, 79, 63], [1, 2, 3, 4], [20, 20, 60, 60]])]  # fmt: skip
+    with torch.no_grad():
+        res4 = enc.trunk(images)
+        chunked, whole = enc.embed(res4, boxes), enc.head(enc.pool(res4, boxes))
+    assert chunked.shape == (7, enc.embed_dim)
+    torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)

@@ -207,8 +207,12 @@ def build_concept_bank(
     templates = tuple(templates)
     key = None
     if cache_dir is not None:
+        fp = text_fingerprint(model)
+        dtype = getattr(model, "compute_dtype", None)  # bf16 embeddings differ slightly: own cache entry
         key = bank_cache_key(
-            text_fingerprint(model), names, templates + (("\x02clean",) if clean_class_names else ())
+            fp if dtype is None else f"{fp}|{dtype}",
+            names,
+            templates + (("\x02clean",) if clean_class_names else ()),
         )
         cached = Path(cache_dir) / f"bank-{key}.safetensors"
         if cached.is_file():

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
+from regionclip.precision import compute_region
+
 RES4_STRIDE = 16
 
 
@@ -98,7 +100,11 @@ class RegionEncoder(nn.Module):
     """A CLIP image tower used as region encoder (student, teacher or detector backbone).
 
     ``visual`` is a ModifiedResNet (FrozenBatchNorm2d); its keys stay ``visual.*`` so CLIP weights map 1:1.
+    ``compute_dtype`` (set by :func:`regionclip.precision.apply_precision`): the trunk and the region head run
+    under that autocast dtype (``None``: fp32); their outputs are always float32.
     """
+
+    compute_dtype: torch.dtype | None = None
 
     def __init__(self, visual: nn.Module, chunk_size: int = 256):
         super().__init__()
@@ -108,20 +114,41 @@ class RegionEncoder(nn.Module):
         self.embed_dim = visual.attnpool.c_proj.out_features
 
     def trunk(self, images: Tensor) -> Tensor:
-        """``res4`` ``[B, C4, H/16, W/16]`` of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
-        return run_trunk(self.visual, images)
+        """``res4`` ``[B, C4, H/16, W/16]`` float32 of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
+        with compute_region(self, images.device.type):
+            return run_trunk(self.visual, images).float()
 
     def pool(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
         """RoIAlign features ``[sum N_i, C4, r, r]``."""
         return roi_pool(res4, boxes, self.pooler_resolution)
 
     def head(self, roi_features: Tensor) -> Tensor:
-        """Region embeddings ``[R, D]`` from RoI features ``[R, C4, r, r]``."""
-        return run_region_head(self.visual, roi_features, self.chunk_size)
+        """Region embeddings ``[R, D]`` float32 from RoI features ``[R, C4, r, r]``."""
+        with compute_region(self, roi_features.device.type):
+            return run_region_head(self.visual, roi_features, self.chunk_size).float()
+
+    def embed(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
+        """Region embeddings ``[sum N_i, D]`` float32 of ``boxes`` (xyxy pixels) on ``res4``.
+
+        Without autograd, RoIAlign and the head run ``chunk_size`` regions at a time, so the RoI features of
+        only one chunk exist at once (1000 RN50 regions: 0.8 GB less peak memory); same result as
+        ``head(pool(res4, boxes))``.
+        """
+        total = sum(len(b) for b in boxes)
+        if torch.is_grad_enabled() or total <= self.chunk_size:
+            return self.head(self.pool(res4, boxes))
+        indexed = [torch.cat([b.new_full((len(b), 1), i), b], dim=1) for i, b in enumerate(boxes)]
+        rois = torch.cat(indexed).to(dtype=res4.dtype, device=res4.device)  # [K, 5]: image, x1, y1, x2, y2
+        r = self.pooler_resolution
+        outs = [
+            self.head(roi_align(res4, chunk, r, 1.0 / RES4_STRIDE, sampling_ratio=0, aligned=True))
+            for chunk in rois.split(self.chunk_size)
+        ]
+        return torch.cat(outs)
 
     def forward(self, images: Tensor, boxes: list[Tensor]) -> Tensor:
         """Region embeddings ``[sum N_i, D]`` of ``boxes`` (xyxy pixels) in ``images``."""
-        return self.head(self.pool(self.trunk(images), boxes))
+        return self.embed(self.trunk(images), boxes)
 
     def encode_global(self, images: Tensor) -> Tensor:
         """The official image-level embedding ``[B, D]``: the global box over the padded batch."""

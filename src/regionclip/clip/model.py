@@ -14,9 +14,24 @@ import torch.nn.functional as F
 from open_clip.model import CLIPTextCfg, CLIPVisionCfg
 from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor, nn
-from torchvision.ops.misc import FrozenBatchNorm2d
+from torchvision.ops import misc as tv_misc
 
 from regionclip.clip.presets import ModelPreset, get_preset
+from regionclip.precision import compute_region
+
+
+class FrozenBatchNorm2d(tv_misc.FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` (same buffers and keys) applied in the input's dtype.
+
+    The affine scale and shift are computed from the fp32 statistics in fp32, then applied in the dtype of
+    ``x``: identical in fp32; under bf16 autocast the activations stay bf16 between the convolutions instead
+    of being promoted to fp32 by the fp32 scale at every layer (2-3x faster trunk on an AMX CPU).
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return x * scale.view(1, -1, 1, 1).to(x.dtype) + shift.view(1, -1, 1, 1).to(x.dtype)
 
 
 def _convert_batch_norm(module: nn.Module, source: type, build: type) -> nn.Module:
@@ -57,8 +72,12 @@ def freeze_stages(visual: nn.Module, freeze_at: int) -> None:
 class CLIP(nn.Module):
     """CLIP image and text towers with RegionCLIP's region encoder.
 
-    Built from a :class:`ModelPreset`; use :func:`create_model` to also load weights.
+    Built from a :class:`ModelPreset`; use :func:`create_model` to also load weights. ``compute_dtype``
+    (set by :func:`regionclip.precision.apply_precision`): the towers run under that autocast dtype
+    (``None``: fp32); the embeddings they return are always float32.
     """
+
+    compute_dtype: torch.dtype | None = None
 
     def __init__(self, preset: ModelPreset):
         super().__init__()
@@ -102,7 +121,8 @@ class CLIP(nn.Module):
 
     def encode_image(self, images: Tensor) -> Tensor:
         """Unnormalised image embeddings ``[B, D]`` of CLIP-normalised ``images`` ``[B, 3, H, W]``."""
-        return self.visual(images)
+        with compute_region(self, images.device.type):
+            return self.visual(images).float()
 
     def encode_text(self, tokens: Tensor) -> Tensor:
         """Unnormalised text embeddings ``[N, D]``: the projected feature at the EOT (largest) token.
@@ -113,12 +133,13 @@ class CLIP(nn.Module):
         """
         eot = tokens.argmax(dim=-1)
         length = int(eot.max()) + 1 if tokens.shape[0] else 1
-        x = self.token_embedding(tokens[:, :length])
-        x = x + self.positional_embedding[:length]
-        x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
-        x = self.ln_final(x)
-        x = x[torch.arange(x.shape[0], device=x.device), eot]
-        return x @ self.text_projection
+        with compute_region(self, tokens.device.type):
+            x = self.token_embedding(tokens[:, :length])
+            x = x + self.positional_embedding[:length]
+            x = self.transformer(x, attn_mask=self.attn_mask[:length, :length])
+            x = self.ln_final(x)
+            x = x[torch.arange(x.shape[0], device=x.device), eot]
+            return (x @ self.text_projection).float()
 
     def encode_regions(self, images: Tensor, boxes: list[Tensor], chunk_size: int = 256) -> Tensor:
         """Unnormalised region embeddings ``[sum N_i, D]`` (see :func:`regionclip.regions.encode_regions`).
@@ -127,7 +148,8 @@ class CLIP(nn.Module):
         """
         from regionclip.regions import encode_regions
 
-        return encode_regions(self.visual, images, boxes, chunk_size=chunk_size)
+        with compute_region(self, images.device.type):
+            return encode_regions(self.visual, images, boxes, chunk_size=chunk_size).float()
 
     def similarity(self, image_features: Tensor, text_features: Tensor, temperature: float = 0.01) -> Tensor:
         """Cosine similarity logits ``[N, M]`` divided by ``temperature`` (RegionCLIP's fixed τ = 0.01)."""

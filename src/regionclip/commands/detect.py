@@ -9,6 +9,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from regionclip.engine.distributed import cleanup
+from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
+from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
+
 DEMO_CHECKPOINT = Path("regionclip-demo/transfer_regionclip/detector.safetensors")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
@@ -59,6 +63,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ensemble-checkpoint",
         help="frozen classifier (clip checkpoint; default: the detector's recorded init)",
     )
+    add_precision_argument(parser)
 
 
 def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict]]:
@@ -110,8 +115,10 @@ def run(args: argparse.Namespace) -> int:
         args.ensemble, args.ensemble_weight_seen, args.ensemble_weight_unseen,
         ensemble_checkpoint=args.ensemble_checkpoint,
     )  # fmt: skip
+    dist = inference_job(args.device)  # one process, or this rank of a torchrun job (images sharded)
+    device = args.device if not dist.distributed else dist.device
     det = Detector.from_pretrained(
-        checkpoint, rpn=args.rpn, device=args.device, min_size=args.min_size, max_size=args.max_size,
+        checkpoint, rpn=args.rpn, device=device, min_size=args.min_size, max_size=args.max_size,
         ensemble=ensemble,
     )  # fmt: skip
     from regionclip.proposals.base import GivenBoxes
@@ -122,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
             "(from `regionclip train-rpn` or `regionclip convert`)"
         )
     bank = det.vocabulary_bank(names)
+    precision = resolve_precision(args.precision, det.device, log=dist.is_main)
+    apply_precision(det.model, precision)  # after the (fp32) vocabulary
     kwargs = {
         k: v
         for k, v in (("score_thresh", args.score_thresh), ("max_dets", args.max_dets), ("nms", args.nms))
@@ -129,53 +138,69 @@ def run(args: argparse.Namespace) -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results, images, used_names = [], [], set()
-    for path in tqdm(files, desc="detect", unit="img", file=sys.stderr):
+    pngs = png_names(files)
+    done = []  # (index in files, image entry without id, COCO results without image id)
+    failed = []  # (index in files, skipped entry)
+    shard = shard_indices(len(files), dist)
+    for i in tqdm(shard, desc="detect", unit="img", file=sys.stderr, disable=not dist.is_main):
+        path = files[i]
         try:
             result = det([path], bank, **kwargs)[0]
         except RegionCLIPError as err:
-            skipped.append({"file": str(path), "reason": str(err)})
+            failed.append((i, {"file": str(path), "reason": str(err)}))
             continue
-        image_id = len(images) + 1
         w, h = result.image.size
         png = None
         if not args.no_png:
-            stem = path.stem
-            while stem in used_names:
-                stem += "_"
-            used_names.add(stem)
-            png = out / f"{stem}.png"
+            png = out / pngs[i]
             result.plot(min_score=args.show_score, max_boxes=args.show_top).save(png)
-        images.append(
-            {
-                "id": image_id,
-                "file_name": str(path),
-                "width": w,
-                "height": h,
-                "png": str(png) if png else None,
-            }
-        )
-        results += result.to_coco(image_id)
-    if not images:  # nothing could be read: an error, and earlier outputs in --out stay as they were
+        entry = {"file_name": str(path), "width": w, "height": h, "png": str(png) if png else None}
+        done.append((i, entry, result.to_coco(0)))
+    done = sorted(gather_lists(done, dist), key=lambda item: item[0])  # every rank's share, in input order
+    skipped += [entry for _, entry in sorted(gather_lists(failed, dist), key=lambda item: item[0])]
+    if not dist.is_main:
+        cleanup()
+        return 0
+    if not done:  # nothing could be read: an error, and earlier outputs in --out stay as they were
+        cleanup()
         first = skipped[0]
         why = first["reason"] if first["file"] in first["reason"] else f"{first['file']}: {first['reason']}"
         raise RegionCLIPError(f"none of the {len(skipped)} images could be read (e.g. {why})")
+    results, images = [], []
+    for _, entry, coco in done:
+        image_id = len(images) + 1
+        images.append({"id": image_id, **entry})
+        results += [{**r, "image_id": image_id} for r in coco]
     categories = [{"id": i + 1, "name": n} for i, n in enumerate(bank.names)]
     atomic_write_json(out / "detections.json", results)
-    atomic_write_json(
-        out / "summary.json",
-        {
-            "images": images,
-            "categories": categories,
-            "skipped": skipped,
-            "checkpoint": str(checkpoint),
-            "ensemble": det.model.ensemble.describe(bank.names) if det.model.ensemble is not None else None,
-            "drawn": {"min_score": args.show_score, "max_per_image": args.show_top},
-        },
-    )
+    summary = {
+        "images": images,
+        "categories": categories,
+        "skipped": skipped,
+        "checkpoint": str(checkpoint),
+        "ensemble": det.model.ensemble.describe(bank.names) if det.model.ensemble is not None else None,
+        "drawn": {"min_score": args.show_score, "max_per_image": args.show_top},
+        "precision": precision.name,
+        "world_size": dist.world_size,
+    }
+    atomic_write_json(out / "summary.json", summary)
     print(
         f"{len(images)} images, {len(results)} detections -> {out / 'detections.json'}; {len(skipped)} skipped"
     )
     for entry in skipped:
         print(f"  skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
+    cleanup()
     return 0
+
+
+def png_names(files: list[Path]) -> list[str]:
+    """The PNG name of each input: its stem, with ``_`` appended until unique (decided before sharding)."""
+    used: set[str] = set()
+    names = []
+    for path in files:
+        stem = path.stem
+        while stem in used:
+            stem += "_"
+        used.add(stem)
+        names.append(f"{stem}.png")
+    return names

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -20,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", choices=("official", "simple"), default="official", help="prompts")
     parser.add_argument("--batch-size", type=int, default=256, help="prompts encoded per batch")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    add_precision_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -38,8 +41,11 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as err:
         raise RegionCLIPError(f"--device {args.device!r}: {err}") from None
     model = create_model(args.model, pretrained=args.weights).to(device)
+    precision = resolve_precision(args.precision, device)
+    apply_precision(model, precision)
     bank = build_concept_bank(model, names, templates, batch_size=args.batch_size, progress=True)
     bank.meta["weights"] = str(args.weights) if args.weights else "random"
+    bank.meta["precision"] = precision.name
     path = bank.save(args.output)
     print(
         f"embedded {len(bank)} concepts x {len(templates)} templates -> {path} ({bank.dim}-d, {args.model})"

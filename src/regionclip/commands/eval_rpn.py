@@ -17,6 +17,7 @@ import torch
 
 from regionclip.errors import DataError, RegionCLIPError
 from regionclip.io import atomic_write_json
+from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-images", type=int, help="evaluate only the first N images")
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_precision_argument(parser)
     parser.add_argument("--out", help="write the results as JSON here")
 
 
@@ -89,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         raise RegionCLIPError("--batch-size and --limits must be positive")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rpn = load_proposal_generator(args.checkpoint, args.preset).to(device)
+    apply_precision(rpn, resolve_precision(args.precision, device))
     recorded = load_checkpoint(args.checkpoint, kind="rpn").config.get("input", {})
     short = args.short_size or recorded.get("short_size")
     max_size = args.max_size or recorded.get("max_size", 1333)

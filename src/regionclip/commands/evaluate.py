@@ -40,8 +40,10 @@ from torch import nn
 
 from regionclip.config import load_config
 from regionclip.detect.ensemble import EnsembleConfig
+from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.eval.protocol import Protocol
+from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
 
 
 @dataclass
@@ -85,6 +87,7 @@ class EvalConfig:
     batch_size: int = 2  # images per forward pass
     num_workers: int = 0  # DataLoader workers reading images
     device: str | None = None  # "cpu", "cuda", ... (None: CUDA when available)
+    precision: Literal["fp32", "bf16", "auto"] = "auto"  # networks in fp32 or bf16 (auto: bf16 if native)
     out: str = "eval/results.json"  # results JSON (metrics + protocol)
     detections_out: str | None = None  # COCO results JSON (default: <out stem>_detections.json)
     progress: bool = True  # progress bar on stderr
@@ -104,6 +107,8 @@ class EvalProtocol(Protocol):
     max_proposals: int | None = None  # proposals kept per image when fewer than the preset's
     base_classes: list[str] = field(default_factory=list)  # base classes of the split
     novel_classes: list[str] = field(default_factory=list)  # novel classes of the split
+    precision: str = "fp32"  # what the networks ran in (fp32 or bf16; outputs and NMS always fp32)
+    world_size: int = 1  # processes that shared the images (torchrun ranks)
 
 
 # ------------------------------------------------------------------------------------------- model
@@ -294,6 +299,19 @@ def _as_list(items):
 # ------------------------------------------------------------------------------------------ evaluate
 
 
+def merge_shards(dataset, dist, detections, scales, region_emb, region_labels, unreadable):
+    """Every rank's results (see :mod:`regionclip.engine.sharding`), merged in the dataset's image order."""
+    parts = gather_lists([(detections, scales, region_emb, region_labels, unreadable)], dist)
+    merged = {k: v for part in parts for k, v in part[0].items()}
+    order = [img["id"] for img in dataset.images if img["id"] in merged]
+    detections = {k: merged[k] for k in order}
+    scales = {k: v for part in parts for k, v in part[1].items()}
+    region_emb = [t for part in parts for t in part[2]]
+    region_labels = [t for part in parts for t in part[3]]
+    unreadable = [m for part in parts for m in part[4]]
+    return detections, scales, region_emb, region_labels, unreadable
+
+
 def _fusion_name(fusion: str) -> str:
     return {"none": "none", "logit": "rpn-logit-sqrt", "sigmoid": "rpn-sigmoid-sqrt"}[fusion]
 
@@ -365,13 +383,15 @@ def evaluate(cfg: EvalConfig) -> dict:
     if len(dataset) == 0:
         raise DataError(f"{d.json}: no images to evaluate")
 
-    device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    dist = inference_job(cfg.device)  # one process, or this rank of a torchrun job
+    device = dist.device
     if not model.has_text:
         raise CheckpointError(
             f"{cfg.checkpoint}: has no text encoder to embed the vocabulary; set text_weights "
             "(--text-weights) to the OpenAI CLIP .pt of the same preset"
         )
-    clip = model.clip.to(device)
+    precision = resolve_precision(cfg.precision, device, log=dist.is_main)
+    clip = apply_precision(model.clip.to(device), precision)  # the text tower too; embeddings are fp32
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     clean = cfg.clean_class_names
     if clean is None:
@@ -379,19 +399,23 @@ def evaluate(cfg: EvalConfig) -> dict:
     bank = build_concept_bank(clip, names, templates, cache_dir=cache, clean_class_names=clean)
     clip.cpu()
     detector = model.detector.to(device).eval()
+    apply_precision(detector, precision)
     class_embeddings = bank.embeddings.to(device)
     want_region = cfg.region_accuracy or model.box_source == "gt"
 
     # ---- inference
     loader = torch.utils.data.DataLoader(
-        _SafeSamples(dataset), batch_size=max(1, cfg.batch_size), collate_fn=_as_list,
+        torch.utils.data.Subset(_SafeSamples(dataset), shard_indices(len(dataset), dist)),
+        batch_size=max(1, cfg.batch_size), collate_fn=_as_list,
         num_workers=cfg.num_workers, shuffle=False,
     )  # fmt: skip
     detections: dict[int, dict] = {}
     scales: dict[int, tuple[float, float]] = {}
     region_emb, region_labels, unreadable = [], [], []
     t0 = time.perf_counter()
-    bar = tqdm(loader, desc="eval", unit="batch", file=sys.stderr, disable=not cfg.progress)
+    bar = tqdm(
+        loader, desc="eval", unit="batch", file=sys.stderr, disable=not cfg.progress or not dist.is_main
+    )
     with torch.no_grad():
         for items in bar:
             samples = [s for s in items if not isinstance(s, tuple)]
@@ -413,6 +437,12 @@ def evaluate(cfg: EvalConfig) -> dict:
                     region_emb.append(detector.embed_boxes(batch, boxes).float().cpu())
                     region_labels.append(torch.cat([t["labels"] for t in targets]))
     seconds = time.perf_counter() - t0
+    if dist.distributed:  # rank 0 merges every rank's share, in the order of one process
+        detections, scales, region_emb, region_labels, unreadable = merge_shards(
+            dataset, dist, detections, scales, region_emb, region_labels, unreadable
+        )
+        if not dist.is_main:
+            return {}
     if not detections and unreadable:  # every image missing or undecodable: no metric to report
         raise DataError(
             f"{d.json}: none of the {len(unreadable)} images could be read (e.g. {unreadable[0]})"
@@ -473,6 +503,8 @@ def evaluate(cfg: EvalConfig) -> dict:
         max_proposals=cfg.max_proposals if model.box_source == "rpn" else None,
         base_classes=list(split.base) if split is not None else [],
         novel_classes=list(split.novel) if split is not None else [],
+        precision=precision.name,
+        world_size=dist.world_size,
     )
     out = Path(cfg.out)
     det_path = (
@@ -539,6 +571,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-weights", help="CLIP file with the text tower, if the checkpoint has none")
     parser.add_argument("--batch-size", type=int, help="images per forward pass")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ...")
+    add_precision_argument(parser, default=None)
     parser.add_argument(
         "overrides", nargs="*", help="key=value overrides, e.g. max_dets=300 data.max_images=50"
     )
@@ -549,6 +582,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     top = {
         "checkpoint": args.checkpoint, "out": args.out, "boxes": args.boxes, "protocol": args.protocol,
         "text_weights": args.text_weights, "batch_size": args.batch_size, "device": args.device,
+        "precision": args.precision,
     }  # fmt: skip
     data = {
         "json": args.data, "image_root": args.images, "novel_classes": args.novel_classes,
@@ -564,5 +598,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    evaluate(config_from_args(args))
+    from regionclip.engine.distributed import cleanup
+
+    try:
+        evaluate(config_from_args(args))
+    finally:
+        cleanup()  # leaves a torchrun job cleanly (no-op in one process)
     return 0

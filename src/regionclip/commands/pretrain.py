@@ -18,11 +18,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from regionclip.engine.runs import claim_out_dir
+from regionclip.precision import add_precision_argument, precision_overrides
 
 log = logging.getLogger("regionclip.pretrain")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_precision_argument(parser, default=None)  # sets train.precision
     parser.add_argument("--config", help="experiment YAML (see configs/pretrain_*.yaml); defaults if omitted")
     parser.add_argument(
         "overrides", nargs="*", help="config overrides key.sub=value, e.g. train.max_steps=10"
@@ -92,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     from regionclip.pretrain.task import build_pretrain_task
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = load_config(PretrainConfig, args.config, args.overrides)
+    cfg = load_config(PretrainConfig, args.config, [*args.overrides, *precision_overrides(args)])
     dist = init_distributed(cfg.device)
     try:
         out_dir = Path(cfg.out_dir)

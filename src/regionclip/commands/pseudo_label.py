@@ -24,6 +24,7 @@ from PIL import Image, ImageDraw, ImageFont
 from regionclip.data.images import open_image
 from regionclip.errors import DataError, RegionCLIPError
 from regionclip.io import atomic_write, atomic_write_json
+from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff")
 PALETTE = (
@@ -63,6 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the random boxes")
     parser.add_argument("--draw-top", type=int, default=30, help="draw at most this many regions per image")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    add_precision_argument(parser)
 
 
 def _load_teacher(path: str, model_name: str | None):
@@ -175,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         raise RegionCLIPError(f"--proposals {args.proposals!r}: expected rpn:CHECKPOINT, random or gt")
     generator = generator.to(device).eval()
+    precision = resolve_precision(args.precision, device)
+    apply_precision(encoder, precision)
+    apply_precision(generator, precision)
     resize = ResizeShortestEdge(args.short_size, args.max_size, "bicubic") if args.short_size else None
 
     items = _items(args)

@@ -17,6 +17,7 @@ import torch
 from regionclip.config import config_to_dict, load_config, save_config
 from regionclip.engine.loop import TrainConfig
 from regionclip.engine.runs import claim_out_dir
+from regionclip.precision import add_precision_argument, precision_overrides
 
 
 @dataclass
@@ -35,12 +36,13 @@ class TrainCLIPConfig:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_precision_argument(parser, default=None)  # sets train.precision
     parser.add_argument("--config", help="YAML config (TrainCLIPConfig)")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(TrainCLIPConfig, args.config, args.overrides)
+    cfg = load_config(TrainCLIPConfig, args.config, [*args.overrides, *precision_overrides(args)])
     train_clip(cfg)
     return 0
 

@@ -39,6 +39,7 @@ from regionclip.detect.config import DetectorConfig
 from regionclip.engine.loop import TrainConfig
 from regionclip.engine.runs import claim_out_dir
 from regionclip.errors import CheckpointError, ConfigError, DataError
+from regionclip.precision import add_precision_argument, precision_overrides
 from regionclip.structures import StepOutput
 
 log = logging.getLogger("regionclip.train_detector")
@@ -526,6 +527,7 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_precision_argument(parser, default=None)  # sets train.precision
     parser.add_argument(
         "--config", help="YAML config (e.g. configs/detector_coco_rn50.yaml); sections: model, proposals, "
         "detector, vocabulary, data, train, out_dir, device"
@@ -534,6 +536,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(TrainDetectorConfig, args.config, args.overrides)
+    cfg = load_config(TrainDetectorConfig, args.config, [*args.overrides, *precision_overrides(args)])
     train_detector(cfg)
     return 0

@@ -22,6 +22,7 @@ from regionclip.config import config_to_dict, load_config, save_config
 from regionclip.engine.loop import TrainConfig
 from regionclip.engine.runs import claim_out_dir
 from regionclip.errors import ConfigError, DataError
+from regionclip.precision import add_precision_argument, precision_overrides
 from regionclip.proposals.config import RPNConfig
 from regionclip.proposals.rpn import ClassAgnosticRPN
 from regionclip.structures import StepOutput
@@ -148,11 +149,12 @@ def train_rpn(cfg: TrainRPNConfig) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_precision_argument(parser, default=None)  # sets train.precision
     parser.add_argument("--config", help="YAML config (e.g. configs/rpn_coco.yaml); fields: rpn, data, train")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.max_steps=100")
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(TrainRPNConfig, args.config, args.overrides)
+    cfg = load_config(TrainRPNConfig, args.config, [*args.overrides, *precision_overrides(args)])
     train_rpn(cfg)
     return 0

@@ -221,7 +221,7 @@ class OpenVocabDetector(nn.Module):
 
     def embed_regions(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
         """Unnormalised region embeddings ``[sum N_i, D]`` of ``boxes`` on ``res4`` (chunked layer4 + pool)."""
-        return self.backbone.head(self.backbone.pool(res4, boxes))
+        return self.backbone.embed(res4, boxes)
 
     @torch.no_grad()
     def predict(

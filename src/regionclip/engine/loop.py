@@ -2,7 +2,7 @@
 
 ``train`` owns the optimizer (SGD, momentum 0.9, weight decay 1e-4 on every trainable parameter, biases
 included, as detectron2), the warm-up + step schedule, per-parameter gradient-norm clipping (detectron2's
-"norm" clipping, official pretraining: 5.0), optional bf16 autocast and channels_last on GPUs, DDP,
+"norm" clipping, official pretraining: 5.0), the ``precision`` setting (:mod:`regionclip.precision`), DDP,
 TensorBoard scalars, a rank-0 progress bar, and atomic checkpoints with exact resume (weights, optimizer,
 scheduler, step, RNG state; the data position follows from the step, see :mod:`regionclip.engine.data`).
 The task is an ``nn.Module`` whose ``forward(batch)`` returns a :class:`~regionclip.structures.StepOutput`.
@@ -31,6 +31,7 @@ from regionclip.engine.distributed import DistInfo, all_reduce_mean, barrier
 from regionclip.engine.runs import StopOnSignal, TrainingInterrupted, claim_out_dir
 from regionclip.engine.schedule import warmup_multistep
 from regionclip.errors import RegionCLIPError
+from regionclip.precision import apply_precision, resolve_precision, training_setting
 from regionclip.structures import StepOutput
 
 
@@ -52,8 +53,9 @@ class TrainConfig:
     checkpoint_every: int = 5000  # save training state every N steps (and at the end)
     keep_last: int = 2  # training checkpoints kept
     log_every: int = 20  # steps between logged scalars
-    amp: Literal["none", "bf16"] = "none"  # bf16 autocast (GPU only; ignored on the CPU)
-    channels_last: bool = True  # channels_last memory format (GPU only)
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # fp32, bf16 autocast + channels_last, or auto
+    amp: Literal["none", "bf16"] = "none"  # deprecated: "bf16" means precision bf16
+    channels_last: bool = True  # deprecated, no effect: channels_last follows precision (bf16)
     seed: int = 0  # seeds model-side randomness and the data order
     num_workers: int = 0  # DataLoader worker processes per rank
     progress: bool = True  # rank-0 progress bar
@@ -93,8 +95,8 @@ def train(
         claim_out_dir(out_dir)  # refuse a second run writing into the same folder
     device = dist.device
     task.to(device)
-    if device.type == "cuda" and cfg.channels_last:
-        task.to(memory_format=torch.channels_last)
+    precision = resolve_precision(training_setting(cfg.precision, cfg.amp), device, log=dist.is_main)
+    apply_precision(task, precision)  # autocast regions inside the networks; losses stay fp32
     params = [p for p in task.parameters() if p.requires_grad]
     if not params:
         raise RegionCLIPError("nothing to train: the task has no trainable parameters")
@@ -140,7 +142,6 @@ def train(
 
         bar = tqdm(total=cfg.max_steps, initial=start_step, desc=desc, unit="step", dynamic_ncols=True)
 
-    use_amp = cfg.amp == "bf16" and device.type == "cuda"
     history: list[dict[str, float]] = []
     window: dict[str, list[float]] = {}
     t_start = time.perf_counter()
@@ -153,8 +154,7 @@ def train(
         t0 = time.perf_counter()
         batch = next(batches)
         t_data = time.perf_counter() - t0
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
-            out: StepOutput = model(batch)
+        out: StepOutput = model(batch)
         loss = sum(out.losses.values())
         if not torch.isfinite(loss):
             values = {k: float(v) for k, v in out.losses.items()}

@@ -34,6 +34,7 @@ from regionclip.clip.model import CLIP, create_model, freeze_stages
 from regionclip.clip.presets import ModelPreset
 from regionclip.concepts import ConceptBank, load_official_embeddings
 from regionclip.errors import ConfigError
+from regionclip.precision import compute_region
 from regionclip.pretrain.losses import (
     Gather,
     concept_distillation,
@@ -72,8 +73,10 @@ class TextEncoder(nn.Module):
     """CLIP's text tower on its own (frozen in pretraining). State-dict keys equal the CLIP model's text keys.
 
     ``logit_scale`` is carried (unused) only so that student image tower + this module make a complete CLIP
-    state dict.
+    state dict. ``compute_dtype``: see :mod:`regionclip.precision`.
     """
+
+    compute_dtype: torch.dtype | None = None
 
     def __init__(self, clip: CLIP):
         super().__init__()
@@ -86,11 +89,18 @@ class TextEncoder(nn.Module):
         self.register_buffer("attn_mask", clip.attn_mask, persistent=False)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        """Unnormalised text embeddings ``[N, D]`` (projected EOT feature) of ``tokens`` ``[N, L]``."""
-        x = self.token_embedding(tokens) + self.positional_embedding
-        x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
-        x = x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)]
-        return x @ self.text_projection
+        """Unnormalised text embeddings ``[N, D]`` float32 (projected EOT feature) of ``tokens`` ``[N, L]``.
+
+        As :meth:`regionclip.clip.model.CLIP.encode_text`: the sequence is cut after the batch's last EOT
+        (exact under the causal mask) and the tower runs under ``compute_dtype`` (``None``: fp32).
+        """
+        eot = tokens.argmax(dim=-1)
+        length = int(eot.max()) + 1 if tokens.shape[0] else 1
+        with compute_region(self, tokens.device.type):
+            x = self.token_embedding(tokens[:, :length]) + self.positional_embedding[:length]
+            x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask[:length, :length]))
+            x = x[torch.arange(x.shape[0], device=x.device), eot]
+            return (x @ self.text_projection).float()
 
 
 def freeze(module: nn.Module) -> nn.Module:

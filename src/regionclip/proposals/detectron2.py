@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import batched_nms
-from torchvision.ops.misc import FrozenBatchNorm2d
 
+from regionclip.clip.model import FrozenBatchNorm2d
+from regionclip.precision import compute_region
 from regionclip.proposals.base import ProposalGenerator, Proposals
 from regionclip.structures import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, ImageBatch, clip_boxes
 
@@ -281,7 +282,11 @@ class Detectron2RPN(ProposalGenerator):
 
     Submodules ``backbone`` (:class:`C4Backbone` or :class:`FPNBackbone`) and ``rpn_head``; the anchors of
     each level are ``cell_anchors`` ``[A, 4]`` buffers (not saved). Build with :func:`build_detectron2_rpn`.
+    ``compute_dtype``: autocast dtype of backbone and head (``None``: fp32; see :mod:`regionclip.precision`);
+    box decoding and NMS run on their float32 outputs.
     """
+
+    compute_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -314,8 +319,10 @@ class Detectron2RPN(ProposalGenerator):
     @torch.no_grad()
     def forward(self, images: ImageBatch, given_boxes: list[Tensor] | None = None) -> list[Proposals]:
         x = to_detectron2_input(images, self.backbone.size_divisibility)
-        features = self.backbone(x)
-        logits, deltas = self.rpn_head(features)
+        with compute_region(self, x.device.type):
+            features = self.backbone(x)
+            logits, deltas = self.rpn_head(features)
+        logits, deltas = [lg.float() for lg in logits], [d.float() for d in deltas]
         anchors = self.anchors(features)
         top_boxes, top_logits, level_ids = [], [], []
         for level, (lg, dl, an) in enumerate(zip(logits, deltas, anchors, strict=True)):

@@ -33,11 +33,12 @@ from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import box_iou, nms
-from torchvision.ops.misc import FrozenBatchNorm2d
 
 from regionclip.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint
+from regionclip.clip.model import FrozenBatchNorm2d
 from regionclip.config import config_from_dict, config_to_dict
 from regionclip.errors import CheckpointError, ConfigError
+from regionclip.precision import compute_region
 from regionclip.proposals.base import ProposalGenerator, Proposals
 from regionclip.proposals.config import ProposalPreset, RPNConfig, get_proposal_preset
 from regionclip.structures import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, ImageBatch, clip_boxes
@@ -108,8 +109,11 @@ class ClassAgnosticRPN(ProposalGenerator):
 
     trunk: image batch -> feature map ``[B, C, H/16, W/16]``; head: torchvision ``RPNHead`` with A anchors;
     cell_anchors: ``[A, 4]`` anchors centred at (0, 0) (xyxy pixels), placed every 16 pixels;
-    preset: inference top-k / NMS / training-mode sampling.
+    preset: inference top-k / NMS / training-mode sampling. ``compute_dtype``: autocast dtype of the trunk
+    and head (``None``: fp32; see :mod:`regionclip.precision`); logits and deltas are float32.
     """
+
+    compute_dtype: torch.dtype | None = None
 
     def __init__(
         self,
@@ -155,9 +159,10 @@ class ClassAgnosticRPN(ProposalGenerator):
 
     def predict(self, images: ImageBatch) -> tuple[Tensor, Tensor, Tensor]:
         """Objectness logits ``[B, M]``, box deltas ``[B, M, 4]`` and anchors ``[M, 4]`` (M = H_f W_f A)."""
-        features = self.trunk(images)
-        logits, deltas = self.head([features])
-        logits, deltas = logits[0], deltas[0]  # [B, A, h, w], [B, 4A, h, w]
+        with compute_region(self, images.tensor.device.type):
+            features = self.trunk(images)
+            logits, deltas = self.head([features])
+        logits, deltas = logits[0].float(), deltas[0].float()  # [B, A, h, w], [B, 4A, h, w]
         b, a, h, w = logits.shape
         logits = logits.permute(0, 2, 3, 1).reshape(b, -1)
         deltas = deltas.view(b, a, 4, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, 4)
