@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from regionclip.commands._options import add_ensemble_arguments, ensemble_from_args
 from regionclip.engine.distributed import cleanup
 from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
@@ -53,15 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--show-top", type=int, default=10, help="PNGs: draw at most this many per image (default 10)"
     )
-    parser.add_argument(
-        "--ensemble", choices=["none", "frozen"], default="none",
-        help="frozen: ensemble the scores with the frozen initial region classifier (F-VLM; default none)",
-    )  # fmt: skip
-    parser.add_argument("--ensemble-weight-seen", type=float, default=0.35, help="w of training classes")
-    parser.add_argument("--ensemble-weight-unseen", type=float, default=0.65, help="w of the other classes")
-    parser.add_argument(
-        "--ensemble-checkpoint",
-        help="frozen classifier (clip checkpoint; default: the detector's recorded init)",
+    add_ensemble_arguments(
+        parser,
+        "frozen: ensemble the scores with the frozen initial region classifier (F-VLM; default none)",
     )
     add_precision_argument(parser)
 
@@ -109,12 +104,7 @@ def run(args: argparse.Namespace) -> int:
     files, skipped = collect_images(args.inputs)
     if not files:
         raise RegionCLIPError(f"no images found in {', '.join(args.inputs)}")
-    from regionclip.detect.ensemble import EnsembleConfig
-
-    ensemble = EnsembleConfig(
-        args.ensemble, args.ensemble_weight_seen, args.ensemble_weight_unseen,
-        ensemble_checkpoint=args.ensemble_checkpoint,
-    )  # fmt: skip
+    ensemble = ensemble_from_args(args)
     dist = inference_job(args.device)  # one process, or this rank of a torchrun job (images sharded)
     device = args.device if not dist.distributed else dist.device
     det = Detector.from_pretrained(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from regionclip.commands._options import add_ensemble_arguments, ensemble_from_args
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -15,27 +17,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--height", type=int, default=224, help="height of the example image used for tracing"
     )
     parser.add_argument("--width", type=int, default=224, help="width of the example image used for tracing")
-    parser.add_argument(
-        "--ensemble", choices=["none", "frozen"], default="none",
-        help="frozen: put the frozen-classifier ensemble in the graph (input ensemble_weights [K])",
-    )  # fmt: skip
-    parser.add_argument("--ensemble-weight-seen", type=float, default=0.35, help="w of training classes")
-    parser.add_argument("--ensemble-weight-unseen", type=float, default=0.65, help="w of the other classes")
-    parser.add_argument(
-        "--ensemble-checkpoint",
-        help="frozen classifier (clip checkpoint; default: the detector's recorded init)",
+    add_ensemble_arguments(
+        parser,
+        "frozen: put the frozen-classifier ensemble in the graph (input ensemble_weights [K])",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     from regionclip.detect.api import Detector
-    from regionclip.detect.ensemble import EnsembleConfig
     from regionclip.export import export_onnx
 
-    ensemble = EnsembleConfig(
-        args.ensemble, args.ensemble_weight_seen, args.ensemble_weight_unseen,
-        ensemble_checkpoint=args.ensemble_checkpoint,
-    )  # fmt: skip
+    ensemble = ensemble_from_args(args)
     det = Detector.from_pretrained(args.checkpoint, ensemble=ensemble)
     path = export_onnx(det.model, args.onnx, (args.height, args.width))
     print(

@@ -643,6 +643,48 @@ def _paint(canvas: np.ndarray, owner: np.ndarray, rgba: np.ndarray, x: int, y: i
     owner[y : y + h, x : x + w][rgba[..., 3] > 127] = index
 
 
+def _scene_canvas(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A scene's background with distractors: (canvas ``[S, S, 3]`` float32, owner ``[S, S]`` int16 all -1,
+    the scene phrases of the background)."""
+    bg, scene_phrases = _background(rng)
+    bg_img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
+    _draw_distractors(bg_img, rng)
+    canvas = np.asarray(bg_img, dtype=np.float32).copy()
+    owner = np.full((IMAGE_SIZE, IMAGE_SIZE), -1, dtype=np.int16)
+    return canvas, owner, scene_phrases
+
+
+def _paint_scene_object(canvas: np.ndarray, owner: np.ndarray, rgba: np.ndarray, cat_id: int,
+                        painted: list[int], own_pixels: list[int], rng: np.random.Generator) -> None:  # fmt: skip
+    """Tint ``rgba`` and paint it where it hides little (:func:`_place`), with a shadow now and then; appends
+    to ``painted`` / ``own_pixels`` when painted. Too small a glyph or no free place: nothing is painted."""
+    rgba[..., :3] = np.clip(rgba[..., :3] * rng.uniform(0.85, 1.12, size=3), 0, 255).astype(np.uint8)
+    mask = rgba[..., 3] > 127
+    n_pix = int(mask.sum())
+    if n_pix < 16:
+        return
+    best = _place(owner, rgba, mask, own_pixels, rng)
+    if best[0] > 0.9:
+        return
+    shadow = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if rng.random() < 0.6 else None
+    _paint(canvas, owner, rgba, best[1], best[2], len(painted), shadow)
+    painted.append(cat_id)
+    own_pixels.append(n_pix)
+
+
+def _finish_scene(canvas: np.ndarray, owner: np.ndarray, painted: list[int], own_pixels: list[int],
+                  scene_phrases: tuple[str, ...], rng: np.random.Generator, version: int) -> _Scene:  # fmt: skip
+    """The scene's visible objects, photometric noise, a blur now and then, JPEG bytes and its captions."""
+    objects = _visible_objects(owner, painted, own_pixels)
+    img = _photometric(canvas, rng)
+    if rng.random() < 0.2:
+        img = img.filter(ImageFilter.GaussianBlur(0.6))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
+    captions = [make_caption(objects, scene_phrases, rng, version=version) for _ in range(CAPTIONS_PER_IMAGE)]
+    return _Scene(buf.getvalue(), objects, scene_phrases, captions)
+
+
 def render_scene(seed: int, split: str, index: int, version: int = 2) -> _Scene:
     """Render image ``index`` of ``split``: deterministic in (seed, split, index, version) only."""
     if version == 3:
@@ -651,11 +693,7 @@ def render_scene(seed: int, split: str, index: int, version: int = 2) -> _Scene:
     cats = categories()
     glyphs = _glyphs()
     s = IMAGE_SIZE
-    bg, scene_phrases = _background(rng)
-    bg_img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
-    _draw_distractors(bg_img, rng)
-    canvas = np.asarray(bg_img, dtype=np.float32).copy()
-    owner = np.full((s, s), -1, dtype=np.int16)
+    canvas, owner, scene_phrases = _scene_canvas(rng)
 
     n_objects = int(rng.choice(np.arange(1, MAX_OBJECTS + 1), p=[0.14, 0.22, 0.22, 0.18, 0.14, 0.10]))
     lo, hi = OBJECT_SIZE_RANGE
@@ -672,27 +710,9 @@ def render_scene(seed: int, split: str, index: int, version: int = 2) -> _Scene:
         rgba = np.asarray(obj).copy()
         if rgba.shape[0] > s or rgba.shape[1] > s:
             continue
-        rgba[..., :3] = np.clip(rgba[..., :3] * rng.uniform(0.85, 1.12, size=3), 0, 255).astype(np.uint8)
-        mask = rgba[..., 3] > 127
-        n_pix = int(mask.sum())
-        if n_pix < 16:
-            continue
-        best = _place(owner, rgba, mask, own_pixels, rng)
-        if best[0] > 0.9:
-            continue
-        shadow = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if rng.random() < 0.6 else None
-        _paint(canvas, owner, rgba, best[1], best[2], len(painted), shadow)
-        painted.append(cat_id)
-        own_pixels.append(n_pix)
+        _paint_scene_object(canvas, owner, rgba, cat_id, painted, own_pixels, rng)
 
-    objects = _visible_objects(owner, painted, own_pixels)
-    img = _photometric(canvas, rng)
-    if rng.random() < 0.2:
-        img = img.filter(ImageFilter.GaussianBlur(0.6))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
-    captions = [make_caption(objects, scene_phrases, rng) for _ in range(CAPTIONS_PER_IMAGE)]
-    return _Scene(buf.getvalue(), objects, scene_phrases, captions)
+    return _finish_scene(canvas, owner, painted, own_pixels, scene_phrases, rng, version=2)
 
 
 def _place(owner: np.ndarray, rgba: np.ndarray, mask: np.ndarray, own_pixels: list[int],
@@ -855,12 +875,7 @@ def _render_scene_v3(seed: int, split: str, index: int) -> _Scene:
     """A version-3 scene: COCO's 65-class shape, object sizes drawn to COCO's shares at test size 320."""
     rng = np.random.default_rng((seed, SEED_STREAM[split], index))
     cats, glyphs, fill = categories(3), _glyphs(3), _fill_v3()
-    s = IMAGE_SIZE
-    bg, scene_phrases = _background(rng)
-    bg_img = Image.fromarray(np.clip(bg, 0, 255).astype(np.uint8))
-    _draw_distractors(bg_img, rng)
-    canvas = np.asarray(bg_img, dtype=np.float32).copy()
-    owner = np.full((s, s), -1, dtype=np.int16)
+    canvas, owner, scene_phrases = _scene_canvas(rng)
     painted: list[int] = []
     own_pixels: list[int] = []
     for target in draw_object_sizes(rng):
@@ -874,26 +889,8 @@ def _render_scene_v3(seed: int, split: str, index: int) -> _Scene:
         else:
             cat_id = feasible[int(rng.integers(len(feasible)))]
         rgba = _sized_glyph(glyphs[cat_id].rgba, fill[cat_id], target, rng, target > V3_SIZE_BOUNDS[1])
-        rgba[..., :3] = np.clip(rgba[..., :3] * rng.uniform(0.85, 1.12, size=3), 0, 255).astype(np.uint8)
-        mask = rgba[..., 3] > 127
-        n_pix = int(mask.sum())
-        if n_pix < 16:
-            continue
-        best = _place(owner, rgba, mask, own_pixels, rng)
-        if best[0] > 0.9:
-            continue
-        shadow = (int(rng.integers(1, 5)), int(rng.integers(1, 5))) if rng.random() < 0.6 else None
-        _paint(canvas, owner, rgba, best[1], best[2], len(painted), shadow)
-        painted.append(cat_id)
-        own_pixels.append(n_pix)
-    objects = _visible_objects(owner, painted, own_pixels)
-    img = _photometric(canvas, rng)
-    if rng.random() < 0.2:
-        img = img.filter(ImageFilter.GaussianBlur(0.6))
-    buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=JPEG_QUALITY)
-    captions = [make_caption(objects, scene_phrases, rng, version=3) for _ in range(CAPTIONS_PER_IMAGE)]
-    return _Scene(buf.getvalue(), objects, scene_phrases, captions)
+        _paint_scene_object(canvas, owner, rgba, cat_id, painted, own_pixels, rng)
+    return _finish_scene(canvas, owner, painted, own_pixels, scene_phrases, rng, version=3)
 
 
 def _render_web_v3(seed: int, split: str, index: int) -> _Scene:
