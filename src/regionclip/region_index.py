@@ -5,8 +5,10 @@ proposals (RPN or given boxes), their L2-normalised region embeddings (fp16), th
 boxes moved by the detector's class-agnostic deltas, the image path, size and a stable id (a hash of the
 file's bytes). ``regionclip search`` then embeds text queries with the same checkpoint's text tower and
 ranks the stored regions without running the backbone; a vocabulary gives per-image detections with the
-scores ``regionclip detect`` gives on the same boxes (the classifier is a cosine over normalised embeddings
-divided by τ, and the deltas are class-agnostic, so both can be stored at index time).
+scores ``regionclip detect --precision fp32 --ensemble none`` gives on the same boxes (the classifier is a
+cosine over normalised embeddings divided by τ, and the deltas are class-agnostic, so both can be stored at
+index time; the index is built in fp32 and without the frozen-classifier ensemble, whose scores need the
+frozen branch's embeddings too).
 
 On disk an index is a folder::
 

@@ -9,11 +9,14 @@ from regionclip.detect.ensemble import EnsembleConfig
 
 
 def add_ensemble_arguments(parser: argparse.ArgumentParser, frozen_help: str) -> None:
-    """``--ensemble {none,frozen}``, its two weights and ``--ensemble-checkpoint``; frozen_help: what
+    """``--ensemble {none,frozen}``, its two weights, its τ and ``--ensemble-checkpoint``; frozen_help: what
     ``frozen`` does for this command."""
     parser.add_argument("--ensemble", choices=["none", "frozen"], default="none", help=frozen_help)
     parser.add_argument("--ensemble-weight-seen", type=float, default=0.35, help="w of training classes")
     parser.add_argument("--ensemble-weight-unseen", type=float, default=0.65, help="w of the other classes")
+    parser.add_argument(
+        "--ensemble-temperature", type=float, default=0.01, help="τ of the frozen classifier (default 0.01)"
+    )
     parser.add_argument(
         "--ensemble-checkpoint",
         help="frozen classifier (clip checkpoint; default: the detector's recorded init)",
@@ -26,5 +29,6 @@ def ensemble_from_args(args: argparse.Namespace) -> EnsembleConfig:
         args.ensemble,
         args.ensemble_weight_seen,
         args.ensemble_weight_unseen,
+        ensemble_temperature=args.ensemble_temperature,
         ensemble_checkpoint=args.ensemble_checkpoint,
     )

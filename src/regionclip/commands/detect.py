@@ -9,10 +9,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from regionclip.commands._options import add_ensemble_arguments, ensemble_from_args
-from regionclip.engine.distributed import cleanup
+from regionclip.detect.api import Detector
+from regionclip.engine.distributed import DistInfo, cleanup
 from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
+from regionclip.errors import RegionCLIPError
+from regionclip.io import atomic_write, atomic_write_json
 from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
+from regionclip.proposals.base import GivenBoxes
+from regionclip.vocab import parse_vocabulary, read_vocabulary_file
 
 DEMO_CHECKPOINT = Path("regionclip-demo/transfer_regionclip/detector.safetensors")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -77,8 +84,6 @@ def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict]]:
 
 def default_checkpoint() -> Path:
     """The demo's detector, the default of ``detect``, ``index`` and ``serve``; a clear error if absent."""
-    from regionclip.errors import RegionCLIPError
-
     if not DEMO_CHECKPOINT.is_file():
         raise RegionCLIPError(
             f"no --checkpoint given and {DEMO_CHECKPOINT} does not exist: run `regionclip demo` to train one, "
@@ -88,13 +93,6 @@ def default_checkpoint() -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from regionclip.detect.api import Detector
-    from regionclip.errors import RegionCLIPError
-    from regionclip.io import atomic_write_json
-    from regionclip.vocab import parse_vocabulary, read_vocabulary_file
-
     names = (
         read_vocabulary_file(args.vocab_file)
         if args.vocab_file
@@ -104,15 +102,26 @@ def run(args: argparse.Namespace) -> int:
     files, skipped = collect_images(args.inputs)
     if not files:
         raise RegionCLIPError(f"no images found in {', '.join(args.inputs)}")
-    ensemble = ensemble_from_args(args)
     dist = inference_job(args.device)  # one process, or this rank of a torchrun job (images sharded)
-    device = args.device if not dist.distributed else dist.device
-    det = Detector.from_pretrained(
-        checkpoint, rpn=args.rpn, device=device, min_size=args.min_size, max_size=args.max_size,
-        ensemble=ensemble,
-    )  # fmt: skip
-    from regionclip.proposals.base import GivenBoxes
+    try:
+        return _detect(args, names, checkpoint, files, skipped, dist)
+    finally:
+        cleanup()
 
+
+def _detect(
+    args: argparse.Namespace,
+    names: list[str],
+    checkpoint: Path | str,
+    files: list[Path],
+    skipped: list[dict],
+    dist: DistInfo,
+) -> int:
+    """Detection on this rank's share of ``files``; rank 0 writes the merged outputs."""
+    det = Detector.from_pretrained(
+        checkpoint, rpn=args.rpn, device=dist.device, min_size=args.min_size, max_size=args.max_size,
+        ensemble=ensemble_from_args(args),
+    )  # fmt: skip
     if isinstance(det.model.proposal_generator, GivenBoxes):  # no RPN: every image would fail
         raise RegionCLIPError(
             f"{checkpoint}: has no RPN to propose regions; for a clip checkpoint give --rpn RPN_CHECKPOINT "
@@ -143,16 +152,15 @@ def run(args: argparse.Namespace) -> int:
         png = None
         if not args.no_png:
             png = out / pngs[i]
-            result.plot(min_score=args.show_score, max_boxes=args.show_top).save(png)
+            drawing = result.plot(min_score=args.show_score, max_boxes=args.show_top)
+            atomic_write(png, lambda p, im=drawing: im.save(p, format="PNG"))
         entry = {"file_name": str(path), "width": w, "height": h, "png": str(png) if png else None}
         done.append((i, entry, result.to_coco(0)))
     done = sorted(gather_lists(done, dist), key=lambda item: item[0])  # every rank's share, in input order
     skipped += [entry for _, entry in sorted(gather_lists(failed, dist), key=lambda item: item[0])]
     if not dist.is_main:
-        cleanup()
         return 0
     if not done:  # nothing could be read: an error, and earlier outputs in --out stay as they were
-        cleanup()
         first = skipped[0]
         why = first["reason"] if first["file"] in first["reason"] else f"{first['file']}: {first['reason']}"
         raise RegionCLIPError(f"none of the {len(skipped)} images could be read (e.g. {why})")
@@ -179,7 +187,6 @@ def run(args: argparse.Namespace) -> int:
     )
     for entry in skipped:
         print(f"  skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
-    cleanup()
     return 0
 
 

@@ -22,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--templates", choices=("official", "simple"), default="official", help="prompts")
     parser.add_argument("--batch-size", type=int, default=256, help="prompts encoded per batch")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    add_precision_argument(parser)
+    add_precision_argument(parser, default="fp32")  # banks are classifier weights: the same on every machine
 
 
 def run(args: argparse.Namespace) -> int:

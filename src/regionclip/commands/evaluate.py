@@ -391,7 +391,7 @@ def evaluate(cfg: EvalConfig) -> dict:
             "(--text-weights) to the OpenAI CLIP .pt of the same preset"
         )
     precision = resolve_precision(cfg.precision, device, log=dist.is_main)
-    clip = apply_precision(model.clip.to(device), precision)  # the text tower too; embeddings are fp32
+    clip = model.clip.to(device)  # the vocabulary is embedded in fp32, as in detect, index and training
     cache = Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
     clean = cfg.clean_class_names
     if clean is None:

@@ -38,7 +38,8 @@ def run(args: argparse.Namespace) -> int:
 
     from regionclip.commands.detect import collect_images, default_checkpoint
     from regionclip.detect.api import Detector
-    from regionclip.engine.distributed import barrier, cleanup, init_distributed
+    from regionclip.engine.distributed import barrier, cleanup
+    from regionclip.engine.sharding import inference_job
     from regionclip.errors import RegionCLIPError
     from regionclip.region_index import build_index, model_identity, read_boxes_file
 
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     if not files:
         raise RegionCLIPError(f"no images found in {', '.join(args.inputs)}")
     given = read_boxes_file(args.boxes) if args.boxes else None
-    dist = init_distributed(args.device)
+    dist = inference_job(args.device)  # one process on --device as given, or this rank of torchrun
     try:
         det = Detector.from_pretrained(
             checkpoint, rpn=args.rpn, device=dist.device, min_size=args.min_size, max_size=args.max_size

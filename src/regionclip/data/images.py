@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from regionclip.errors import DataError
+from regionclip.errors import ConfigError, DataError
 
 
 class ImageError(DataError):
@@ -39,7 +39,21 @@ class ImageError(DataError):
         self.kind = kind
 
 
-MAX_IMAGE_PIXELS = int(os.environ.get("REGIONCLIP_MAX_IMAGE_PIXELS", "89478485"))
+MAX_IMAGE_PIXELS = 89_478_485  # Pillow's own warning limit; REGIONCLIP_MAX_IMAGE_PIXELS overrides it
+
+
+def max_image_pixels() -> int:
+    """The pixel limit: ``REGIONCLIP_MAX_IMAGE_PIXELS`` when set (a positive integer), else the default."""
+    value = os.environ.get("REGIONCLIP_MAX_IMAGE_PIXELS")
+    if value is None:
+        return MAX_IMAGE_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit <= 0:
+        raise ConfigError(f"REGIONCLIP_MAX_IMAGE_PIXELS: expected a positive integer, got {value!r}")
+    return limit
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -66,7 +80,7 @@ def open_image(
     name: what the error messages call the image (default: the path). Raises :class:`DataError` naming the
     image (an :class:`ImageError`) for a missing file, an undecodable or truncated file, a zero side or more than ``max_pixels``.
     """
-    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    limit = max_image_pixels() if max_pixels is None else max_pixels
     if isinstance(source, (bytes, bytearray)):
         label = name or "<image bytes>"
         stream: io.BytesIO | Path = io.BytesIO(source)
@@ -75,6 +89,8 @@ def open_image(
         label = name or str(stream)
         if not stream.is_file():
             raise ImageError(f"image file not found: {label}", "FileNotFoundError")
+    pillow_limit = Image.MAX_IMAGE_PIXELS  # Pillow refuses 2x its limit inside open(): ours decides
+    Image.MAX_IMAGE_PIXELS = max(limit, pillow_limit or 0)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit is checked
@@ -92,8 +108,10 @@ def open_image(
                 return _to_rgb(img)
     except DataError:
         raise
-    except Image.DecompressionBombError as err:
+    except Image.DecompressionBombError as err:  # Pillow's own check, at twice the limit, inside open()
         raise ImageError(f"{label}: refused as a decompression bomb ({err})", "too many pixels") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ImageError(f"{label}: cannot decode the image ({reason})", type(err).__name__) from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = pillow_limit

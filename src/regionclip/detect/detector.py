@@ -191,16 +191,12 @@ class OpenVocabDetector(nn.Module):
         batch when ``batched_inference`` (then ``res4`` of image i is row i of the batched features).
         """
         if self.batched_inference:
-            proposals = self.propose(images, given_boxes)
-            res4 = self.backbone.trunk(images.tensor)
-            return proposals, [res4[i : i + 1] for i in range(len(images))]
-        proposals, res4s = [], []
+            return self.propose(images, given_boxes), self.trunk_features(images)
+        proposals = []
         for i, tensor in enumerate(self.trunk_inputs(images)):
             single = ImageBatch(tensor, [images.image_sizes[i]])
-            given = None if given_boxes is None else given_boxes[i : i + 1]
-            proposals += self.propose(single, given)
-            res4s.append(self.backbone.trunk(single.tensor))
-        return proposals, res4s
+            proposals += self.propose(single, None if given_boxes is None else given_boxes[i : i + 1])
+        return proposals, self.trunk_features(images)
 
     def trunk_inputs(self, images: ImageBatch) -> list[Tensor]:
         """The tensor the trunk sees for each image in :meth:`inference_features`: ``[1, 3, h, w]`` (unpadded),
@@ -209,15 +205,26 @@ class OpenVocabDetector(nn.Module):
             return [images.tensor[i : i + 1] for i in range(len(images))]
         return [images.tensor[i : i + 1, :, :h, :w] for i, (h, w) in enumerate(images.image_sizes)]
 
+    def trunk_features(self, images: ImageBatch) -> list[Tensor]:
+        """``res4`` ``[1, C4, h_i/16, w_i/16]`` of each image (of :meth:`trunk_inputs`)."""
+        if self.batched_inference:
+            res4 = self.backbone.trunk(images.tensor)
+            return [res4[i : i + 1] for i in range(len(images))]
+        return [self.backbone.trunk(tensor) for tensor in self.trunk_inputs(images)]
+
+    def embed_per_image(self, res4s: list[Tensor], boxes: list[Tensor]) -> Tensor:
+        """Region embeddings ``[sum N_i, D]`` of ``boxes[i]`` on ``res4s[i]`` (chunked: :meth:`RegionEncoder.embed`)."""
+        return torch.cat([self.backbone.embed(r, [b]) for r, b in zip(res4s, boxes, strict=True)])
+
     def pool_per_image(self, res4s: list[Tensor], boxes: list[Tensor]) -> Tensor:
         """RoI features ``[sum N_i, C4, r, r]`` of ``boxes[i]`` on ``res4s[i]`` (see :meth:`inference_features`)."""
         return torch.cat([self.backbone.pool(r, [b]) for r, b in zip(res4s, boxes, strict=True)])
 
     @torch.no_grad()
     def embed_boxes(self, images: ImageBatch, boxes: list[Tensor]) -> Tensor:
-        """Region embeddings ``[sum N_i, D]`` of given ``boxes`` at inference (trunk as :meth:`predict`)."""
-        _, res4s = self.inference_features(images.to(self.train_class_embeddings.device), boxes)
-        return self.backbone.head(self.pool_per_image(res4s, boxes))
+        """Region embeddings ``[sum N_i, D]`` of given ``boxes`` at inference (trunk as :meth:`predict`; no RPN)."""
+        res4s = self.trunk_features(images.to(self.train_class_embeddings.device))
+        return self.embed_per_image(res4s, boxes)
 
     def embed_regions(self, res4: Tensor, boxes: list[Tensor]) -> Tensor:
         """Unnormalised region embeddings ``[sum N_i, D]`` of ``boxes`` on ``res4`` (chunked layer4 + pool)."""
@@ -257,7 +264,7 @@ class OpenVocabDetector(nn.Module):
         images = images.to(device)
         proposals, res4s = self.inference_features(images, given_boxes)
         boxes = [p.boxes.float() for p in proposals]
-        embeddings = self.backbone.head(self.pool_per_image(res4s, boxes))
+        embeddings = self.embed_per_image(res4s, boxes)
         logits = self.classifier(embeddings, class_embeddings.to(device))
         all_boxes = torch.cat(boxes)
         if apply_box_deltas:

@@ -49,6 +49,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from regionclip.checkpoint import read_checkpoint_metadata
+from regionclip.clip.checkpoint import load_clip, load_clip_weights
+from regionclip.clip.model import CLIP
+from regionclip.clip.presets import ModelPreset
 from regionclip.errors import CheckpointError, ConfigError
 from regionclip.regions import RegionEncoder
 
@@ -139,8 +142,7 @@ class FrozenRegionClassifier(nn.Module):
         the very tensors the detector's trunk saw (used only without a shared trunk); res4s: the detector's
         per-image ``[1, C4, h_i/16, w_i/16]`` (used only with one)."""
         features = res4s if self.share_trunk else [self.encoder.trunk(im) for im in images]
-        pooled = torch.cat([self.encoder.pool(f, [b]) for f, b in zip(features, boxes, strict=True)])
-        embeddings = self.encoder.head(pooled)
+        embeddings = torch.cat([self.encoder.embed(f, [b]) for f, b in zip(features, boxes, strict=True)])
         x = F.normalize(embeddings.float(), dim=-1)
         t = F.normalize(class_embeddings.float(), dim=-1)
         return x @ t.t() / self.temperature
@@ -210,9 +212,6 @@ def frozen_checkpoint_path(cfg: EnsembleConfig, detector_config: dict, detector_
 
 def _load_visual(path: Path, preset_dict: dict) -> nn.Module:
     """The image tower of the clip checkpoint ``path`` (regionclip .safetensors or OpenAI .pt of the preset)."""
-    from regionclip.clip.checkpoint import load_clip, load_clip_weights
-    from regionclip.clip.model import CLIP
-    from regionclip.clip.presets import ModelPreset
 
     if path.suffix == ".safetensors":
         kind = read_checkpoint_metadata(path).get("kind")

@@ -86,6 +86,15 @@ def all_reduce_mean(value: float, device: torch.device) -> float:
     return float(t.item()) / torch_dist.get_world_size()
 
 
+def any_rank(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on at least one (one all-reduce; ``flag`` alone without DDP)."""
+    if not is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    torch_dist.all_reduce(t, op=torch_dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
 def barrier() -> None:
     if is_initialized():
         torch_dist.barrier()

@@ -27,7 +27,7 @@ from regionclip.engine.checkpoints import (
     save_training_state,
     set_rng_state,
 )
-from regionclip.engine.distributed import DistInfo, all_reduce_mean, barrier
+from regionclip.engine.distributed import DistInfo, all_reduce_mean, any_rank, barrier
 from regionclip.engine.runs import StopOnSignal, TrainingInterrupted, claim_out_dir
 from regionclip.engine.schedule import warmup_multistep
 from regionclip.errors import RegionCLIPError
@@ -197,7 +197,8 @@ def train(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{scalars['loss_total']:.3f}", refresh=False)
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or stop.requested:
+        stopping = any_rank(stop.requested, device)  # every rank stops at the same step, or none does
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps or stopping:
             if dist.is_main:
                 state = {
                     "model": task.state_dict(),
@@ -207,7 +208,7 @@ def train(
                 }
                 saved = save_training_state(out_dir, done, state, cfg.keep_last)
             barrier()
-            if stop.requested and done < cfg.max_steps:
+            if stopping and done < cfg.max_steps:
                 if bar is not None:
                     bar.close()
                 where = (
@@ -215,8 +216,9 @@ def train(
                     if dist.is_main
                     else "checkpoint written by rank 0"
                 )
+                why = stop.signal_name or "a signal to another rank"
                 raise TrainingInterrupted(
-                    f"{stop.signal_name} at step {done}/{cfg.max_steps}: {where}; run the same command again to resume"
+                    f"{why} at step {done}/{cfg.max_steps}: {where}; run the same command again to resume"
                 )
     if bar is not None:
         bar.close()

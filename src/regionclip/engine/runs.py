@@ -1,6 +1,6 @@
 """Run safety shared by every training command: one run per output folder, and a clean stop on a signal.
 
-* :func:`claim_out_dir` writes ``OUT/.regionclip.lock`` holding ``pid host`` (atomically, ``O_EXCL``). A
+* :func:`claim_out_dir` writes ``OUT/.regionclip.lock`` holding ``pid host`` (created whole, by a hard link of a written temp file). A
   second run pointed at a folder whose lock belongs to a live process is refused with one line naming the
   pid; a lock left by a dead process (same host) is taken over. The same process may claim its folder
   again (resume tests, a command calling ``train`` after writing its config). The lock is removed when the
@@ -49,6 +49,34 @@ def _release(path: Path) -> None:
         pass
 
 
+def _create_with(lock: Path, content: str) -> bool:
+    """Create ``lock`` holding ``content`` in one step (hard link of a written temp file): no other process
+    ever sees it empty. False if it already exists."""
+    tmp = lock.with_name(f"{lock.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(content)
+    try:
+        os.link(tmp, lock)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_lock(lock: Path) -> tuple[int, str] | None:
+    """``(pid, host)`` of a lock file; None if it vanished in the meantime."""
+    try:
+        fields = lock.read_text().split()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return -1, socket.gethostname()
+    try:
+        return int(fields[0]), fields[1] if len(fields) > 1 else socket.gethostname()
+    except (ValueError, IndexError):
+        return -1, socket.gethostname()  # not written by claim_out_dir: treated as stale
+
+
 def claim_out_dir(out_dir: str | Path) -> Path:
     """Take the lock of ``out_dir`` for this process (see the module doc); returns the lock file's path."""
     out_dir = Path(out_dir)
@@ -56,35 +84,39 @@ def claim_out_dir(out_dir: str | Path) -> Path:
     lock = out_dir / LOCK_NAME
     me = f"{os.getpid()} {socket.gethostname()}\n"
     for _ in range(3):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                fields = lock.read_text().split()
-                pid, host = int(fields[0]), fields[1] if len(fields) > 1 else socket.gethostname()
-            except (OSError, ValueError, IndexError):
-                pid, host = -1, socket.gethostname()  # unreadable or half-written: treated as stale
-            if pid == os.getpid() and host == socket.gethostname():
+        if _create_with(lock, me):
+            if lock not in _held:
                 _held.add(lock)
-                return lock
-            if host != socket.gethostname():
-                raise RegionCLIPError(
-                    f"{out_dir}: in use by a run on host {host} (pid {pid}, lock file {lock}); choose another "
-                    "out_dir, or delete the lock file if that run has ended"
-                ) from None
-            if pid > 0 and _alive(pid):
-                raise RegionCLIPError(
-                    f"{out_dir}: in use by another run (pid {pid}, lock file {lock}); wait for it to finish or "
-                    "choose another out_dir"
-                ) from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
+                atexit.register(_release, lock)
+            return lock
+        owner = _read_lock(lock)
+        if owner is None:  # released between our attempt and the read: try again
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me)
-        if lock not in _held:
+        pid, host = owner
+        if pid == os.getpid() and host == socket.gethostname():
             _held.add(lock)
-            atexit.register(_release, lock)
-        return lock
+            return lock
+        if host != socket.gethostname():
+            raise RegionCLIPError(
+                f"{out_dir}: in use by a run on host {host} (pid {pid}, lock file {lock}); choose another "
+                "out_dir, or delete the lock file if that run has ended"
+            )
+        if pid > 0 and _alive(pid):
+            raise RegionCLIPError(
+                f"{out_dir}: in use by another run (pid {pid}, lock file {lock}); wait for it to finish or "
+                "choose another out_dir"
+            )
+        # stale (its process is gone): move it aside atomically, so that of two runs taking over the same
+        # stale lock only one succeeds, and a lock created meanwhile by a live run is never deleted
+        aside = lock.with_name(f"{lock.name}.stale.{os.getpid()}")
+        try:
+            os.rename(lock, aside)
+        except FileNotFoundError:
+            continue
+        if _read_lock(aside) != owner:  # we moved a newer lock than the stale one we read: put it back
+            os.rename(aside, lock)
+            continue
+        aside.unlink(missing_ok=True)
     raise RegionCLIPError(f"{out_dir}: could not take the lock file {lock}")
 
 
