@@ -610,8 +610,10 @@ def _draw_distractors(img: Image.Image, rng: np.random.Generator) -> None:
             draw.polygon([(x, y - r), (x - r, y + r), (x + r, y + r)], fill=colour)
 
 
-def _transform_glyph(glyph: Image.Image, side: float, rng: np.random.Generator) -> Image.Image:
-    """Resize (longest side ~ ``side`` px, aspect jitter), flip and rotate a glyph; returns RGBA."""
+def _transform_glyph(glyph: Image.Image, side: float, rng: np.random.Generator,
+                     max_angle: float | None = None) -> Image.Image:  # fmt: skip
+    """Resize (longest side ~ ``side`` px, aspect jitter), flip and rotate a glyph (the angle clipped to
+    ``±max_angle`` when given); returns RGBA."""
     aspect = rng.uniform(0.85, 1.15)
     scale = side / max(glyph.size)
     w = max(4, round(glyph.width * scale * aspect))
@@ -620,6 +622,8 @@ def _transform_glyph(glyph: Image.Image, side: float, rng: np.random.Generator) 
     if rng.random() < 0.5:
         img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
     angle = rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(-180, 180)
+    if max_angle is not None:
+        angle = float(np.clip(angle, -max_angle, max_angle))
     if abs(angle) > 1:
         img = img.rotate(float(angle), resample=Image.Resampling.BICUBIC, expand=True)
     return img
@@ -853,18 +857,8 @@ def _sized_glyph(glyph: Image.Image, fill: float, target: float, rng: np.random.
                  large: bool) -> np.ndarray:  # fmt: skip
     """The glyph transformed so that its visible sqrt(area) is about ``target`` px; RGBA [h, w, 4] uint8."""
     side = min(target / np.sqrt(fill), V3_MAX_GLYPH_SIDE)
-    aspect = rng.uniform(0.85, 1.15)
-    scale = side / max(glyph.size)
-    w = max(4, round(glyph.width * scale * aspect))
-    h = max(4, round(glyph.height * scale / aspect))
-    img = glyph.resize((w, h), Image.Resampling.BILINEAR)
-    if rng.random() < 0.5:
-        img = img.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-    angle = rng.normal(0, 12) if rng.random() < 0.85 else rng.uniform(-180, 180)
-    if large:  # a large object stays nearly upright so that it fits the frame
-        angle = float(np.clip(angle, -10, 10))
-    if abs(angle) > 1:
-        img = img.rotate(float(angle), resample=Image.Resampling.BICUBIC, expand=True)
+    # a large object stays nearly upright so that it fits the frame
+    img = _transform_glyph(glyph, side, rng, max_angle=10.0 if large else None)
     if max(img.size) > IMAGE_SIZE:
         k = IMAGE_SIZE / max(img.size)
         img = img.resize((max(4, int(img.width * k)), max(4, int(img.height * k))), Image.Resampling.BILINEAR)
