@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -40,10 +41,47 @@ DEMO_VERSION = 1
 
 
 @dataclass(frozen=True)
+class OfficialSchedule:
+    """An official RegionCLIP schedule, the source the demo's schedules are scaled from."""
+
+    lr: float  # base learning rate
+    batch: int  # images per step (all GPUs)
+    steps: int  # schedule length
+    warmup: int  # linear warm-up steps
+    milestones: tuple[float, ...]  # LR x0.1 at these fractions of the schedule
+
+
+# official pretraining (CC3M / COCO, 8 x 12 GPUs-images: SOLVER.BASE_LR 0.002, IMS_PER_BATCH 96, 600k steps,
+# warm-up 1000, steps 300k / 525k) and COCO transfer (1x: 0.002 at 16 images, 90k steps, warm-up 5000,
+# steps 60k / 80k)
+OFFICIAL_PRETRAIN = OfficialSchedule(0.002, 96, 600_000, 1000, (0.5, 0.875))
+OFFICIAL_DETECTOR = OfficialSchedule(0.002, 16, 90_000, 5000, (0.666667, 0.888889))
+# detectron2's RPN-only C4 recipe (rpn_R_50_C4_1x: 0.02 at 16 images, 90k steps, warm-up 1000)
+OFFICIAL_RPN = OfficialSchedule(0.02, 16, 90_000, 1000, (0.666667, 0.888889))
+WARMUP_FLOOR = 30  # the official warm-up fractions are under one step of any CPU schedule: at least 30
+
+
+def scaled_lr(official: OfficialSchedule, batch: int) -> float:
+    """The linear scaling rule: the official LR x batch / official batch."""
+    return official.lr * batch / official.batch
+
+
+def scaled_warmup(official: OfficialSchedule, steps: int) -> int:
+    """Warm-up as the official fraction of the schedule, at least :data:`WARMUP_FLOOR` steps and at most a
+    third of the schedule (only the quick smoke-test schedules are that short)."""
+    fraction = math.ceil(steps * official.warmup / official.steps)
+    return max(1, min(max(fraction, WARMUP_FLOOR), steps // 3))
+
+
+@dataclass(frozen=True)
 class DemoPlan:
-    """How much of everything one demo size does (all on the CPU)."""
+    """How much of everything one demo size does (all on the CPU). Learning rates, warm-ups and LR steps are
+    not fields: they follow from the batch sizes and step counts by :func:`scaled_lr` / :func:`scaled_warmup`
+    (docs/world.md, "Plan for issue 12")."""
 
     world: str  # miniature-world size: "quick" or "default"
+    world_version: int  # miniature-world generator version (3: COCO's OVD shape, sizes matched to COCO)
+    test_images: int  # images of the held-out test split (the table; never used for a choice)
     model: str  # CLIP preset of teacher and student
     clip_steps: int  # teacher CLIP training steps
     clip_batch: int  # teacher CLIP batch (image-caption pairs)
@@ -54,18 +92,26 @@ class DemoPlan:
     pretrain_steps: int  # RegionCLIP pretraining steps
     pretrain_batch: int  # pretraining images per step
     regions_per_image: int  # proposals sampled per image in pretraining (official 100)
-    pretrain_lr: float  # pretraining learning rate
     detector_steps: int  # detector training steps (each initialisation)
     detector_batch: int  # detector images per step
-    detector_lr: float  # detector learning rate
     detector_rois: int  # RoIs sampled per training image (official 512; fewer on the CPU)
     eval_proposals: int  # RPN proposals per image at evaluation (official 1000; the region head's cost)
     image_size: int  # detection / region resolution (shorter side; world images are 160 px)
+
+    @property
+    def pretrain_lr(self) -> float:
+        return scaled_lr(OFFICIAL_PRETRAIN, self.pretrain_batch)
+
+    @property
+    def detector_lr(self) -> float:
+        return scaled_lr(OFFICIAL_DETECTOR, self.detector_batch)
 
 
 PLANS: dict[str, DemoPlan] = {
     "quick": DemoPlan(
         world="quick",
+        world_version=3,
+        test_images=120,
         model="RN-tiny",
         clip_steps=60,
         clip_batch=32,
@@ -76,18 +122,18 @@ PLANS: dict[str, DemoPlan] = {
         pretrain_steps=20,
         pretrain_batch=8,
         regions_per_image=32,
-        pretrain_lr=0.002,
         detector_steps=20,
         detector_batch=8,
-        detector_lr=0.005,
         detector_rois=32,
         eval_proposals=50,
         image_size=160,
     ),
     "default": DemoPlan(
         world="default",
+        world_version=3,
+        test_images=400,
         model="RN-tiny",
-        clip_steps=400,
+        clip_steps=300,
         clip_batch=64,
         clip_lr=0.001,
         min_count=20,
@@ -96,11 +142,9 @@ PLANS: dict[str, DemoPlan] = {
         pretrain_steps=160,
         pretrain_batch=8,
         regions_per_image=50,
-        pretrain_lr=0.002,
         detector_steps=130,
         detector_batch=8,
-        detector_lr=0.005,
-        detector_rois=32,
+        detector_rois=64,
         eval_proposals=100,
         image_size=160,
     ),
@@ -140,7 +184,13 @@ class DemoContext:
 
 def stage_world(ctx: DemoContext) -> dict:
     root = ctx.out / "world"
-    _cli("make-world", str(root), "--size", ctx.plan.world, "--seed", str(ctx.seed))
+    p = ctx.plan
+    _cli(
+        "make-world",
+        str(root),
+        *("--size", p.world, "--seed", str(ctx.seed), "--version", str(p.world_version)),
+        *("--test", str(p.test_images)),
+    )
     info = json.loads((root / "world.json").read_text(encoding="utf-8"))
     return {
         "root": str(root),
@@ -155,6 +205,11 @@ def _world_paths(ctx: DemoContext) -> dict[str, str]:
     return {
         "train_json": str(root / "annotations" / "instances_train.json"),
         "val_json": str(root / "annotations" / "instances_val.json"),
+        "test_json": str(root / "annotations" / "instances_test.json"),
+        "captions_val": str(root / "annotations" / "captions_val.json"),
+        "captions_web_val": str(root / "annotations" / "captions_web_val.json"),
+        "web_val_images": str(root / "images" / "web_val"),
+        "test_images": str(root / "images" / "test"),
         "captions_train": str(root / "annotations" / "captions_train.json"),
         "captions_web": str(root / "annotations" / "captions_web.json"),
         "web_images": str(root / "images" / "web"),
@@ -190,7 +245,14 @@ def stage_clip(ctx: DemoContext) -> dict:
         ),
     )
     _cli("train-clip", "--config", str(_write_config(ctx.out, "clip", cfg)))
-    return {"checkpoint": str(out_dir / "clip.safetensors"), "history": _history(out_dir)}
+    checkpoint = str(out_dir / "clip.safetensors")
+    from regionclip.demo_calibrate import teacher_report
+
+    return {
+        "checkpoint": checkpoint,
+        "history": _history(out_dir),
+        "teacher": teacher_report(ctx, checkpoint),
+    }
 
 
 def stage_concepts(ctx: DemoContext) -> dict:
@@ -232,7 +294,7 @@ def stage_rpn(ctx: DemoContext) -> dict:
         rpn=RPNConfig(
             trunk=f"clip:{p.model}",
             trunk_weights=ctx.results["clip"]["checkpoint"],
-            anchor_sizes=[8.0, 16.0, 32.0, 64.0, 128.0],
+            anchor_sizes=rpn_anchor_sizes(p.image_size),
         ),
         data=RPNDataConfig(
             train_json=paths["train_json"],
@@ -245,8 +307,9 @@ def stage_rpn(ctx: DemoContext) -> dict:
         train=TrainConfig(
             max_steps=p.rpn_steps,
             batch_size=p.rpn_batch,
-            lr=0.02,
-            warmup_steps=max(1, p.rpn_steps // 10),
+            lr=scaled_lr(OFFICIAL_RPN, p.rpn_batch),
+            warmup_steps=scaled_warmup(OFFICIAL_RPN, p.rpn_steps),
+            lr_milestones=OFFICIAL_RPN.milestones,
             checkpoint_every=max(1, p.rpn_steps // 3),
             log_every=max(1, p.rpn_steps // 10),
             seed=ctx.seed,
@@ -270,20 +333,27 @@ def stage_rpn(ctx: DemoContext) -> dict:
     return {"checkpoint": str(out_dir / "rpn.safetensors"), "recall": json.loads(recall.read_text())}
 
 
-def stage_pretrain(ctx: DemoContext) -> dict:
+def rpn_anchor_sizes(image_size: int) -> list[float]:
+    """The official C4 anchors (32-512 px at short side 800) scaled to ``image_size``, rounded to powers of
+    two: 16-256 at 320 (objects cover as many stride-16 cells as COCO's at 800), 8-128 at 160."""
+    smallest = 2 ** round(math.log2(32 * image_size / 800))
+    return [float(smallest * 2**k) for k in range(5)]
+
+
+def pretrain_config(ctx: DemoContext, loss: dict | None = None) -> Any:
+    """The pretraining config of the plan; ``loss``: LossConfig fields to set (the calibrated ones)."""
     from regionclip.engine.loop import TrainConfig
     from regionclip.pretrain.config import ConceptConfig, DataConfig, LossConfig, ModelConfig, PretrainConfig
     from regionclip.proposals.config import ProposalConfig
 
     p, paths = ctx.plan, _world_paths(ctx)
-    out_dir = ctx.out / "pretrain"
-    cfg = PretrainConfig(
+    return PretrainConfig(
         model=ModelConfig(preset=p.model, weights=ctx.results["clip"]["checkpoint"]),
         concepts=ConceptConfig(bank=ctx.results["concepts"]["bank"]),
         proposals=ProposalConfig(
             kind="rpn", rpn_checkpoint=ctx.results["rpn"]["checkpoint"], preset="pretraining"
         ),
-        loss=LossConfig(regions_per_image=p.regions_per_image),
+        loss=LossConfig(regions_per_image=p.regions_per_image, **(loss or {})),
         data=DataConfig(
             kind="coco_captions",
             captions_json=paths["captions_train"],
@@ -295,15 +365,23 @@ def stage_pretrain(ctx: DemoContext) -> dict:
             max_steps=p.pretrain_steps,
             batch_size=p.pretrain_batch,
             lr=p.pretrain_lr,
-            warmup_steps=max(1, p.pretrain_steps // 10),
+            warmup_steps=scaled_warmup(OFFICIAL_PRETRAIN, p.pretrain_steps),
+            lr_milestones=OFFICIAL_PRETRAIN.milestones,
             clip_grad_norm_per_param=5.0,
             checkpoint_every=max(1, p.pretrain_steps // 3),
             log_every=max(1, p.pretrain_steps // 20),
             seed=ctx.seed,
         ),
-        out_dir=str(out_dir),
+        out_dir=str(ctx.out / "pretrain"),
         device=ctx.device,
     )
+
+
+def stage_pretrain(ctx: DemoContext) -> dict:
+    from regionclip.demo_calibrate import calibrated_loss
+
+    out_dir = ctx.out / "pretrain"
+    cfg = pretrain_config(ctx, calibrated_loss(ctx))
     _cli("pretrain", "--config", str(_write_config(ctx.out, "pretrain", cfg)))
     return {"checkpoint": str(out_dir / "student.safetensors"), "history": _history(out_dir)}
 
@@ -322,13 +400,14 @@ Stage = Callable[[DemoContext], dict]
 
 
 def _stages() -> list[tuple[str, Stage]]:
-    from regionclip import demo_eval, demo_index
+    from regionclip import demo_calibrate, demo_eval, demo_index
 
     return [
         ("world", stage_world),
         ("clip", stage_clip),
         ("concepts", stage_concepts),
         ("rpn", stage_rpn),
+        ("calibrate", demo_calibrate.stage_calibrate),
         ("pretrain", stage_pretrain),
         ("zeroshot", demo_eval.stage_zeroshot),
         ("transfer_clip", demo_eval.stage_transfer_clip),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from regionclip.demo import DemoContext, _cli, _world_paths, _write_config
+from regionclip.demo import OFFICIAL_DETECTOR, DemoContext, _cli, _world_paths, _write_config, scaled_warmup
 from regionclip.io import atomic_write_json, atomic_write_text
 
 MODELS = (("CLIP", "clip"), ("RegionCLIP", "pretrain"))  # (label, stage holding its clip checkpoint)
@@ -34,7 +34,8 @@ def region_classification(ctx: DemoContext, checkpoint: str) -> dict:
     dataset = CocoDetection(paths["val_json"], paths["val_images"], None, transform)
     names = list(dataset.classes)
     bank = build_concept_bank(model, names, cache_dir=ctx.out / "cache")
-    embeddings, labels = encode_gt_regions(RegionEncoder(model.visual), dataset, batch_size=16)
+    # one image per forward (official: one image per GPU at test time): no padding effects
+    embeddings, labels = encode_gt_regions(RegionEncoder(model.visual), dataset, batch_size=1)
     split = OvdSplit.from_json(paths["val_json"])
     return region_accuracy(embeddings, labels, bank.embeddings, names, split, topk=(1, 5))  # percent
 
@@ -111,7 +112,13 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict
         proposals=DetProposalConfig(
             kind="rpn", checkpoint=ctx.results["rpn"]["checkpoint"], preset="transfer"
         ),
-        detector=DetectorConfig(recipe="coco", rois_per_image=p.detector_rois),
+        detector=DetectorConfig(
+            recipe="coco",
+            rois_per_image=p.detector_rois,
+            # τ of the cosine classifier by the plan's temperature rule: 1 / the teacher's logit scale
+            # (official 0.01 = 1 / OpenAI CLIP's 100), for both initialisations
+            temperature=ctx.results.get("calibrate", {}).get("temperature", 0.01),
+        ),
         vocabulary=VocabularyConfig(templates="official", cache_dir=str(ctx.out / "cache")),
         data=DetDataConfig(
             train_json=paths["train_json"],
@@ -124,8 +131,8 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict
             max_steps=p.detector_steps,
             batch_size=p.detector_batch,
             lr=p.detector_lr,
-            warmup_steps=max(1, p.detector_steps // 10),
-            lr_milestones=(0.666667, 0.888889),
+            warmup_steps=scaled_warmup(OFFICIAL_DETECTOR, p.detector_steps),
+            lr_milestones=OFFICIAL_DETECTOR.milestones,
             checkpoint_every=max(1, p.detector_steps // 3),
             log_every=max(1, p.detector_steps // 20),
             seed=ctx.seed,

@@ -1,0 +1,268 @@
+"""The demo's teacher report and calibration stage (issue 12's plan, docs/world.md "Plan for issue 12").
+
+- :func:`teacher_report`: the paper's Fig. 1(b) in miniature for the teacher CLIP: its image-level zero-shot
+  top-1 on the held-out web images (``web_val``, never trained on), next to its region top-1 on GT boxes of
+  val scenes (measured in the ``zeroshot`` stage) and its image-to-text top-1 at batch 8 on val scene pairs
+  (how well its text tower reads the pretraining captions' language).
+- :func:`stage_calibrate`: the scale-matched pretraining settings, computed once from val and the first train
+  images, never from a CLIP-vs-RegionCLIP number: τ_PL = 1 / the teacher's logit scale; the share ``f`` of
+  the pretraining regions (RPN proposals of the pretraining preset) that are objects (IoU >= 0.5 to a GT box,
+  100 val images); the confidence threshold that keeps ``f`` of the teacher's regions on the first 200 train
+  images; the gradient norm of each loss on the first batch and the loss weights of the plan's rule.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.ops import box_iou
+
+from regionclip.clip.checkpoint import load_clip
+from regionclip.concepts import build_concept_bank
+from regionclip.data.coco import CocoDetection
+from regionclip.data.images import open_image
+from regionclip.data.pairs import CocoCaptions, pretrain_transform
+from regionclip.data.transforms import ResizeSquare, detector_test_transform
+from regionclip.demo import DemoContext, _world_paths, pretrain_config
+from regionclip.pretrain.calibration import (
+    LOSS_WEIGHT_KEYS,
+    balance_loss_weights,
+    kept_fraction_threshold,
+    loss_gradient_norms,
+    teacher_temperature,
+    teacher_top_probabilities,
+)
+from regionclip.pretrain.task import PretrainBatch, build_pretrain_task
+from regionclip.proposals.config import ProposalConfig, build_proposal_generator
+from regionclip.structures import ImageBatch, normalize_image
+
+CALIBRATION_VAL_IMAGES = 100  # val images for the object share f of the pretraining regions
+CALIBRATION_TRAIN_IMAGES = 200  # train images whose regions give the threshold quantile
+LOSS_RATIO = 10.0  # the loss-weight rule's ratio of gradient norms
+
+
+def _square_images(paths: list[Path], size: int) -> torch.Tensor:
+    """CLIP's image-level input: ``[N, 3, size, size]`` normalised (shorter side resized, centre crop)."""
+    square = ResizeSquare(size)
+    out = []
+    for path in paths:
+        image, _ = square(open_image(path), torch.zeros(0, 4))
+        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
+        out.append(normalize_image(pixels))
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def image_zero_shot(
+    model, captions_json: str, image_dir: str, names: list[str], ids: list[int], cache_dir: Path
+) -> dict:
+    """Image-level zero-shot top-1 (percent) over ``names``: an image counts as right when the predicted name
+    is one of the categories it shows (``category_ids`` of its captions); also on single-object images.
+    ids: the category id of each name."""
+    data = json.loads(Path(captions_json).read_text(encoding="utf-8"))
+    shown: dict[int, set[int]] = {}
+    for ann in data["annotations"]:
+        shown.setdefault(ann["image_id"], set()).update(ann.get("category_ids", []))
+    images = [img for img in data["images"] if shown.get(img["id"])]
+    bank = build_concept_bank(model, names, cache_dir=cache_dir)
+    classes = F.normalize(bank.embeddings.float(), dim=-1)
+    size = model.preset.vision.image_size
+    right, single_right, singles = 0, 0, 0
+    for start in range(0, len(images), 64):
+        chunk = images[start : start + 64]
+        x = _square_images([Path(image_dir) / img["file_name"] for img in chunk], size)
+        pred = (F.normalize(model.encode_image(x).float(), dim=-1) @ classes.T).argmax(dim=-1)
+        for img, p in zip(chunk, pred.tolist(), strict=True):
+            hit = ids[p] in shown[img["id"]]
+            right += hit
+            if len(shown[img["id"]]) == 1:
+                singles += 1
+                single_right += hit
+    return {
+        "images": len(images),
+        "top1": 100.0 * right / max(1, len(images)),
+        "single_object_images": singles,
+        "top1_single_object": 100.0 * single_right / max(1, singles),
+    }
+
+
+@torch.no_grad()
+def image_to_text_top1(model, captions_json: str, image_dir: str, batch: int = 8) -> dict:
+    """Image-to-text top-1 (percent) within batches of ``batch`` scene pairs (each image's first caption);
+    chance is 100 / batch."""
+    data = json.loads(Path(captions_json).read_text(encoding="utf-8"))
+    first: dict[int, str] = {}
+    for ann in data["annotations"]:
+        first.setdefault(ann["image_id"], ann["caption"])
+    images = [img for img in data["images"] if img["id"] in first]
+    size = model.preset.vision.image_size
+    right, total = 0, 0
+    for start in range(0, len(images) - batch + 1, batch):
+        chunk = images[start : start + batch]
+        x = _square_images([Path(image_dir) / img["file_name"] for img in chunk], size)
+        img_emb = F.normalize(model.encode_image(x).float(), dim=-1)
+        txt_emb = F.normalize(
+            model.encode_text(model.tokenize([first[i["id"]] for i in chunk])).float(), dim=-1
+        )
+        pred = (img_emb @ txt_emb.T).argmax(dim=-1)
+        right += int((pred == torch.arange(len(chunk))).sum())
+        total += len(chunk)
+    return {"pairs": total, "batch": batch, "top1": 100.0 * right / max(1, total), "chance": 100.0 / batch}
+
+
+def teacher_report(ctx: DemoContext, checkpoint: str) -> dict:
+    """The teacher's held-out image-level accuracy, its text tower on scene captions, and its logit scale."""
+    paths = _world_paths(ctx)
+    model = load_clip(checkpoint).eval()
+    world = json.loads((Path(ctx.results["world"]["root"]) / "world.json").read_text(encoding="utf-8"))
+    categories = sorted(world["categories"], key=lambda c: c["id"])
+    names, ids = [c["name"] for c in categories], [c["id"] for c in categories]
+    return {
+        "logit_scale": float(model.logit_scale.exp()),
+        "web_val_zero_shot": image_zero_shot(
+            model, paths["captions_web_val"], paths["web_val_images"], names, ids, ctx.out / "cache"
+        ),
+        "scene_image_to_text": image_to_text_top1(model, paths["captions_val"], paths["val_images"]),
+    }
+
+
+@torch.no_grad()
+def object_share(ctx: DemoContext, n_images: int = CALIBRATION_VAL_IMAGES) -> dict:
+    """The share of the pretraining regions that are objects: RPN proposals of the ``pretraining`` preset on
+    the first ``n_images`` val images (at the pretraining resolution) with IoU >= 0.5 to a GT box."""
+    paths, size = _world_paths(ctx), ctx.plan.image_size
+    proposals = build_proposal_generator(
+        ProposalConfig(kind="rpn", rpn_checkpoint=ctx.results["rpn"]["checkpoint"], preset="pretraining")
+    ).eval()
+    dataset = CocoDetection(
+        paths["val_json"], paths["val_images"], None, detector_test_transform(size, 2 * size)
+    )
+    objects, total = 0, 0
+    for index in range(min(n_images, len(dataset))):
+        sample = dataset[index]
+        boxes = proposals(ImageBatch.from_images([sample.image]), None)[0].boxes
+        if boxes.numel() and sample.boxes.numel():
+            objects += int((box_iou(boxes, sample.boxes).max(dim=1).values >= 0.5).sum())
+        total += int(boxes.shape[0])
+    return {"images": min(n_images, len(dataset)), "regions": total, "objects": objects, "f": objects / total}
+
+
+def _train_batches(ctx: DemoContext, tokenize, n_images: int, batch: int) -> list[PretrainBatch]:
+    """The first ``n_images`` train scenes at the pretraining resolution (no flip), one caption each."""
+    paths, size = _world_paths(ctx), ctx.plan.image_size
+    dataset = CocoCaptions(
+        paths["captions_train"], paths["train_images"], transform=pretrain_transform(size, 2 * size, 0.0)
+    )
+    random.seed(ctx.seed)
+    out = []
+    for start in range(0, min(n_images, len(dataset)), batch):
+        samples = [dataset[i] for i in range(start, min(start + batch, n_images, len(dataset)))]
+        out.append(PretrainBatch([s.image for s in samples], tokenize([s.caption for s in samples])))
+    return out
+
+
+def stage_calibrate(ctx: DemoContext) -> dict:
+    """τ_PL, the kept-fraction threshold and the loss weights of the plan (see the module doc)."""
+    teacher = load_clip(ctx.results["clip"]["checkpoint"])
+    tau = teacher_temperature(teacher)
+    share = object_share(ctx)
+    cfg = pretrain_config(ctx, {"pseudo_label_temperature": tau, "temperature": tau, "threshold": 0.0})
+    torch.manual_seed(ctx.seed)
+    task = build_pretrain_task(cfg)
+    batches = _train_batches(ctx, teacher.tokenize, CALIBRATION_TRAIN_IMAGES, ctx.plan.pretrain_batch)
+    top = torch.cat([teacher_top_probabilities(task, b) for b in batches])
+    threshold = kept_fraction_threshold(top, share["f"])
+    # gradient norms on the first batch with the calibrated threshold, at the official weights 1, 1, 1
+    task.threshold = threshold
+    torch.manual_seed(ctx.seed)
+    norms = loss_gradient_norms(task, batches[0])
+    official = {name: 1.0 for name in LOSS_WEIGHT_KEYS}
+    weights = balance_loss_weights(norms, official, LOSS_RATIO)
+    return {
+        "pseudo_label_temperature": tau,
+        "temperature": tau,
+        "teacher_logit_scale": 1.0 / tau,
+        "object_share": share,
+        "threshold": threshold,
+        "threshold_regions": int(top.numel()),
+        "kept_fraction_at_threshold": float((top > threshold).float().mean()),
+        "uniform_probability": 1.0 / task.concepts.shape[0],
+        "gradient_norms_step0": norms,
+        "loss_weights": {LOSS_WEIGHT_KEYS[k]: v for k, v in weights.items()},
+        "loss_weight_rule_applied": any(abs(v - 1.0) > 1e-12 for v in weights.values()),
+    }
+
+
+def calibrated_loss(ctx: DemoContext) -> dict:
+    """The LossConfig fields the calibration stage fixed (empty before it ran)."""
+    c = ctx.results.get("calibrate")
+    if not c:
+        return {}
+    return {
+        "pseudo_label_temperature": c["pseudo_label_temperature"],
+        "temperature": c["temperature"],
+        "threshold": c["threshold"],
+        **c["loss_weights"],
+    }
+
+
+def _history_fraction(ctx: DemoContext) -> tuple[float, float] | None:
+    """Mean kept fraction over the first and the last tenth of the pretraining log (None without a log)."""
+    history = [h for h in ctx.results.get("pretrain", {}).get("history", []) if "kept_fraction" in h]
+    if not history:
+        return None
+    tenth = max(1, len(history) // 10)
+    first = sum(h["kept_fraction"] for h in history[:tenth]) / tenth
+    last = sum(h["kept_fraction"] for h in history[-tenth:]) / tenth
+    return first, last
+
+
+def calibration_markdown(ctx: DemoContext) -> str:
+    """The results.md section on the teacher (Fig. 1b in miniature) and the scale-matched settings."""
+    clip = ctx.results.get("clip", {}).get("teacher")
+    c = ctx.results.get("calibrate")
+    if not clip or not c:
+        return ""
+    zs, i2t = clip["web_val_zero_shot"], clip["scene_image_to_text"]
+    region = ctx.results.get("zeroshot", {}).get("models", {}).get("CLIP", {}).get("gt_boxes", {})
+    region_top1 = region.get("region_acc_top1", float("nan"))
+    share, norms = c["object_share"], c["gradient_norms_step0"]
+    kept = _history_fraction(ctx)
+    kept_line = (
+        f" Kept fraction through pretraining: {100 * kept[0]:.1f}% in the first tenth of the log, "
+        f"{100 * kept[1]:.1f}% in the last."
+        if kept
+        else ""
+    )
+    applied = "applied" if c["loss_weight_rule_applied"] else "not applied"
+    weights = ", ".join(f"{k.removeprefix('weight_')} {v:g}" for k, v in c["loss_weights"].items())
+    return f"""## The teacher and the scale-matched plan
+
+**The teacher, like CLIP where it matters (paper Fig. 1b in miniature).** Image-level zero-shot top-1 on the
+{zs["images"]} held-out web images (`web_val`, never trained on): **{zs["top1"]:.1f}%**
+({zs["top1_single_object"]:.1f}% on the {zs["single_object_images"]} single-object ones); region top-1 on
+the GT boxes of val scenes: **{region_top1:.1f}%**. Its text tower on the scene captions it never saw:
+image-to-text top-1 {i2t["top1"]:.1f}% within batches of {i2t["batch"]} val scene pairs (chance
+{i2t["chance"]:.1f}%).
+
+**Settings derived from the official ones** (rules in docs/world.md, "Plan for issue 12"; computed once, from
+val and the first train images, before any comparison):
+- pseudo-label temperature τ_PL = 1 / the teacher's logit scale {c["teacher_logit_scale"]:.2f} =
+  **{c["pseudo_label_temperature"]:.4f}** (official 0.01 = 1 / OpenAI CLIP's 100); the student's τ the same;
+- confidence threshold **{c["threshold"]:.3f}**: the share of the pretraining regions (RPN proposals of
+  the pretraining preset, {share["regions"]} on {share["images"]} val images) that are objects (IoU >= 0.5 to
+  a GT box) is f = {100 * share["f"]:.2f}%, and the threshold is the (1 - f) quantile of the teacher's top-1
+  probability over the {c["threshold_regions"]} sampled regions of the first train images (official 0.1 =
+  476x uniform on 4,764 concepts; here uniform is {c["uniform_probability"]:.4f}).{kept_line}
+- loss weights: gradient norms on the first batch: region-concept {norms.get("loss_region_concept", 0):.3g},
+  distillation {norms.get("loss_region_distill", 0):.3g}, image-text {norms.get("loss_image_text", 0):.3g};
+  the rule (rescale a loss whose norm is > 10x every other's) is {applied}: {weights};
+- learning rates by the linear scaling rule from the official batch, warm-up as the official fraction of the
+  schedule with a floor of 30 steps: pretraining {ctx.plan.pretrain_lr:.3g} (official 0.002 at 96 images),
+  detectors {ctx.plan.detector_lr:.3g} (0.002 at 16).
+"""
