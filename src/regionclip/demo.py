@@ -137,12 +137,10 @@ class DemoContext:
     overrides: dict[str, list[str]] = field(default_factory=dict)  # config stage -> dotted key=value
     world_dir: Path | None = None  # where the world lives (None: OUT/world); shared by --seeds runs
     world_seed: int = WORLD_SEED  # seed of make-world
-    only_models: tuple[str, ...] | None = (
-        None  # zero-shot stage: only these model stages (None: all; ablations)
-    )
+    only_models: tuple[str, ...] | None = None  # zero-shot: only these model stages (None: all)
 
 
-def test_images(plan: DemoPlan) -> int:
+def n_test_images(plan: DemoPlan) -> int:
     """Held-out test scenes of the plan's world: ``plan.test_images`` when the plan has that field, else
     :data:`TEST_IMAGES` of its size (400 default, 120 quick)."""
     return int(getattr(plan, "test_images", None) or TEST_IMAGES.get(plan.world, 400))
@@ -170,7 +168,7 @@ def stage_world(ctx: DemoContext) -> dict:
     root = ctx.world_dir or ctx.out / "world"
     _cli(
         "make-world", str(root), "--size", ctx.plan.world, "--seed", str(ctx.world_seed),
-        "--test", str(test_images(ctx.plan)),
+        "--test", str(n_test_images(ctx.plan)),
     )  # fmt: skip
     info = json.loads((root / "world.json").read_text(encoding="utf-8"))
     return {
@@ -389,7 +387,7 @@ def _stages() -> list[tuple[str, Stage]]:
 def _world_fields(plan: DemoPlan) -> dict[str, Any]:
     """The plan fields the world depends on (those named ``world*`` / ``test*``) and its test size."""
     fields = {k: v for k, v in asdict(plan).items() if k.startswith(("world", "test"))}
-    return {**fields, "test_images": test_images(plan)}
+    return {**fields, "test_images": n_test_images(plan)}
 
 
 def _stage_key(

@@ -40,8 +40,8 @@ from regionclip.demo import (
     DemoPlan,
     _stages,
     demo_context,
+    n_test_images,
     run_stages,
-    test_images,
 )
 from regionclip.demo_stats import (
     BOOTSTRAP,
@@ -294,7 +294,7 @@ def run_ablations(
         "date": datetime.date.today().isoformat(),
         "seed": seed,
         "split": TABLE_SPLIT,
-        "n_images": test_images(default.plan),
+        "n_images": n_test_images(default.plan),
         "resamples": BOOTSTRAP.n_resamples,
         "confidence": BOOTSTRAP.confidence,
         "columns": COLUMNS,

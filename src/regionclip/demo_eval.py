@@ -11,8 +11,14 @@ import os
 import platform
 from pathlib import Path
 
-from regionclip.demo import DemoContext, _cli, _world_paths, _write_config, apply_stage_overrides
-from regionclip.demo import test_images as _test_images
+from regionclip.demo import (
+    DemoContext,
+    _cli,
+    _world_paths,
+    _write_config,
+    apply_stage_overrides,
+    n_test_images,
+)
 from regionclip.demo_report import _cpu
 from regionclip.io import atomic_write, atomic_write_json, atomic_write_text
 
@@ -329,7 +335,7 @@ def stage_report(ctx: DemoContext) -> dict:
         "seed": ctx.seed,
         "world_seed": ctx.world_seed,
         "split": TABLE_SPLIT,
-        "n_images": _test_images(ctx.plan),
+        "n_images": n_test_images(ctx.plan),
         "resamples": BOOTSTRAP.n_resamples,
         "confidence": BOOTSTRAP.confidence,
         "rows": rows,

@@ -105,7 +105,9 @@ def winner(diff: Mapping[str, float]) -> str | None:
 def _fmt(x: float, signed: bool = False) -> str:
     if not math.isfinite(x):
         return "n/a"
-    digits = 2 if x != 0 and round(x, 1) == 0 else 1  # never print a non-zero bound as 0.0
+    digits = 1
+    while x != 0 and round(x, digits) == 0 and digits < 4:  # never print a non-zero bound as 0.0 / 0.00
+        digits += 1
     text = f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
     return text.replace("-", "−")
 
