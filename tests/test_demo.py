@@ -20,6 +20,15 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         assert math.isfinite(clip) and math.isfinite(regionclip), name
         assert 0.0 <= clip <= 100.0 and 0.0 <= regionclip <= 100.0, name
     assert (out / "results.md").read_text().startswith("# regionclip demo")
+    # the table is on the held-out test split, each row with its interval and the paired difference
+    assert results["split"] == "test" and results["n_images"] == 120 and results["resamples"] == 1000
+    assert results["cpu"] and results["machine"].startswith(results["cpu"])
+    for row in results["rows"]:
+        for side in ("clip", "regionclip", "diff"):
+            assert row[side]["lo"] <= row[side]["point"] <= row[side]["hi"], (row["name"], side)
+    assert json.loads((out / "eval" / "transfer_clip.json").read_text())["protocol"]["dataset"] == (
+        "miniature-world test"
+    )
     for figure in ("comparison.png", "detections.png", "index_search.png"):
         assert (out / "figures" / figure).stat().st_size > 1000
     for stage in (
@@ -56,7 +65,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     # a second run reuses every stage
     assert main(["demo", "--size", "quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("done before") == len(_stages()) == 11
+    assert printed.count("done before") == len(_stages()) == 12
     assert "Transfer detector AP50, novel" in printed
     assert "Transfer detector AP50 + RPN score, novel" in printed
     assert "Transfer detector AP50 + frozen ensemble, novel" in printed

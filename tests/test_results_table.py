@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from regionclip.errors import RegionCLIPError
 from regionclip.results_table import (
+    ABLATIONS_END,
+    ABLATIONS_START,
     BLOCK_END,
     BLOCK_START,
+    NOT_GENERATED,
+    ablation_table,
+    load_results,
+    read_block,
     readme_agrees,
+    readme_blocks,
     replace_block,
     results_block,
     results_sentences,
@@ -139,3 +147,67 @@ def test_replace_block_and_update_readme(tmp_path):
     results.write_text("{not json", encoding="utf-8")
     with pytest.raises(RegionCLIPError, match="cannot read results JSON"):
         update_readme(readme, results)
+
+
+# ------------------------------------------------------------------------------------------- README blocks
+REPO = Path(__file__).resolve().parents[1]
+DEMO_JSON = REPO / "docs" / "results" / "demo.json"
+
+
+def test_readme_blocks_agree_with_the_committed_results_json():
+    """README.md's demo table (and ablation table) is what docs/results/demo.json generates; a block that
+    the committed results do not generate must say that it is not generated yet."""
+    readme = REPO / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    generated = readme_blocks(load_results(DEMO_JSON)) if DEMO_JSON.is_file() else {}
+    for start, end in ((BLOCK_START, BLOCK_END), (ABLATIONS_START, ABLATIONS_END)):
+        block = read_block(text, start, end)
+        if (start, end) in generated:
+            assert block == generated[(start, end)].strip("\n"), f"README.md {start} block is stale"
+        else:
+            assert block.startswith(NOT_GENERATED), f"README.md {start} block is hand-written"
+    if DEMO_JSON.is_file():
+        assert readme_agrees(readme, DEMO_JSON)
+
+
+def _ablations():
+    return {
+        "confidence": 0.95, "n_images": 400, "split": "test", "machine": "Test CPU", "date": "2026-12-01",
+        "seed": 0, "delta": "novel AP50",
+        "columns": [{"key": "a", "label": "metric a"}, {"key": "b", "label": "metric b"}],
+        "rows": [
+            {"group": "default", "name": "reference", "metrics": {"a": _iv(10.0, 8.0, 12.0)}, "diff": None},
+            {"group": "g", "name": "lower", "metrics": {"a": _iv(5.0, 3.0, 7.0)}, "diff": _iv(-5.0, -7.0, -3.0)},
+            {"group": "g", "name": "same", "metrics": {"b": _iv(9.0, 7.0, 11.0)}, "diff": _iv(-1.0, -3.0, 1.0)},
+        ],
+    }  # fmt: skip
+
+
+def test_ablation_table_findings_and_blank_cells():
+    lines = ablation_table(_ablations()).splitlines()
+    assert len(lines) == 5 and lines[0].startswith("| ablation | variant | metric a [95% CI] | metric b")
+    assert lines[2] == "| default | reference | 10.0 [8.0, 12.0] |  | (the reference) |  |"
+    assert lines[3].endswith("| −5.0 [−7.0, −3.0] | below default |")
+    assert lines[4] == "| g | same |  | 9.0 [7.0, 11.0] | −1.0 [−3.0, +1.0] | no difference shown |"
+    bad = _ablations()
+    bad["rows"][1]["metrics"] = {"zzz": _iv(1.0, 0.0, 2.0)}
+    with pytest.raises(RegionCLIPError, match="not columns"):
+        ablation_table(bad)
+
+
+def test_update_readme_command_writes_both_blocks(tmp_path, capsys):
+    from regionclip.cli import main
+
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        f"# x\n{BLOCK_START}\nold\n{BLOCK_END}\ntext\n{ABLATIONS_START}\nold\n{ABLATIONS_END}\n"
+    )
+    results = tmp_path / "demo.json"
+    results.write_text(json.dumps({**_results(), "ablations": _ablations()}))
+    assert main(["demo", "--update-readme", str(results), "--readme", str(readme)]) == 0
+    assert readme_agrees(readme, results)
+    text = readme.read_text()
+    assert "old" not in text and "| lower |" in text and "| ahead |" in text and "Test CPU" in text
+    assert "another cpu gives other digits" in text.lower()
+    assert main(["demo", "--update-readme", str(results), "--readme", str(readme)]) == 0
+    assert "already agrees" in capsys.readouterr().out

@@ -28,16 +28,18 @@ import hashlib
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from regionclip.config import config_to_dict
+from regionclip.config import apply_overrides, config_from_dict, config_to_dict
 from regionclip.errors import RegionCLIPError
 from regionclip.io import atomic_write_json, atomic_write_text
 
 DEMO_VERSION = 1
+WORLD_SEED = 0  # the world is fixed per table (docs/world.md, "Plan for issue 12"); --seed varies training
+TEST_IMAGES = {"quick": 120, "default": 400}  # held-out test scenes per world size (plan.test_images wins)
 
 
 @dataclass(frozen=True)
@@ -173,9 +175,33 @@ def _write_config(out: Path, name: str, cfg: Any) -> Path:
 class DemoContext:
     plan: DemoPlan
     out: Path
-    seed: int
+    seed: int  # seed of every training stage
     device: str | None
     results: dict[str, dict]  # stage name -> its stage.json
+    overrides: dict[str, list[str]] = field(default_factory=dict)  # config stage -> dotted key=value
+    world_dir: Path | None = None  # where the world lives (None: OUT/world); shared by --seeds runs
+    world_seed: int = WORLD_SEED  # seed of make-world
+    only_models: tuple[str, ...] | None = None  # zero-shot: only these model stages (None: all)
+
+
+def n_test_images(plan: DemoPlan) -> int:
+    """Held-out test scenes of the plan's world: ``plan.test_images`` when the plan has that field, else
+    :data:`TEST_IMAGES` of its size (400 default, 120 quick)."""
+    return int(getattr(plan, "test_images", None) or TEST_IMAGES.get(plan.world, 400))
+
+
+C = TypeVar("C")
+
+
+def apply_stage_overrides(ctx: DemoContext, stage: str, cfg: C) -> C:
+    """``cfg`` (a stage's config dataclass) with the ``dotted.key=value`` overrides of ``ctx.overrides[stage]``
+    applied (:func:`regionclip.config.apply_overrides`; an unknown key or a wrong type is a one-line
+    :class:`~regionclip.errors.ConfigError` naming it)."""
+    items = ctx.overrides.get(stage) or []
+    if not items:
+        return cfg
+    data = apply_overrides(config_to_dict(cfg), list(items))
+    return config_from_dict(type(cfg), data)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -183,13 +209,13 @@ class DemoContext:
 
 
 def stage_world(ctx: DemoContext) -> dict:
-    root = ctx.out / "world"
+    root = ctx.world_dir or ctx.out / "world"
     p = ctx.plan
     _cli(
         "make-world",
         str(root),
-        *("--size", p.world, "--seed", str(ctx.seed), "--version", str(p.world_version)),
-        *("--test", str(p.test_images)),
+        *("--size", p.world, "--seed", str(ctx.world_seed), "--version", str(p.world_version)),
+        *("--test", str(n_test_images(p))),
     )
     info = json.loads((root / "world.json").read_text(encoding="utf-8"))
     return {
@@ -255,11 +281,24 @@ def stage_clip(ctx: DemoContext) -> dict:
     }
 
 
+def _concept_captions(ctx: DemoContext) -> str:
+    """The captions the concept pool is parsed from: the scene captions (``captions_train``), or another
+    split's with the override ``concepts: ["captions=web"]`` (the ablation of the pool's source)."""
+    split = "train"
+    for item in ctx.overrides.get("concepts") or []:
+        key, _, value = item.partition("=")
+        if key != "captions" or value not in ("train", "web"):
+            raise RegionCLIPError(
+                f"demo: concepts override {item!r}: expected captions=train or captions=web"
+            )
+        split = value
+    return _world_paths(ctx)[f"captions_{split}"]
+
+
 def stage_concepts(ctx: DemoContext) -> dict:
-    paths = _world_paths(ctx)
     out_dir = ctx.out / "concepts"
     concepts = out_dir / "concepts.txt"
-    _cli("concepts", paths["captions_train"], "-o", str(concepts), "--min-count", str(ctx.plan.min_count))
+    _cli("concepts", _concept_captions(ctx), "-o", str(concepts), "--min-count", str(ctx.plan.min_count))
     bank = out_dir / "concept_bank.safetensors"
     _cli(
         "embed-concepts",
@@ -382,6 +421,7 @@ def stage_pretrain(ctx: DemoContext) -> dict:
 
     out_dir = ctx.out / "pretrain"
     cfg = pretrain_config(ctx, calibrated_loss(ctx))
+    cfg = apply_stage_overrides(ctx, "pretrain", cfg)
     _cli("pretrain", "--config", str(_write_config(ctx.out, "pretrain", cfg)))
     return {"checkpoint": str(out_dir / "student.safetensors"), "history": _history(out_dir)}
 
@@ -418,25 +458,51 @@ def _stages() -> list[tuple[str, Stage]]:
     ]
 
 
-def _stage_key(plan: DemoPlan, seed: int, name: str) -> str:
-    text = json.dumps(
-        {"plan": asdict(plan), "seed": seed, "stage": name, "version": DEMO_VERSION}, sort_keys=True
-    )
+def _world_fields(plan: DemoPlan) -> dict[str, Any]:
+    """The plan fields the world depends on (those named ``world*`` / ``test*``) and its test size."""
+    fields = {k: v for k, v in asdict(plan).items() if k.startswith(("world", "test"))}
+    return {**fields, "test_images": n_test_images(plan)}
+
+
+def _stage_key(
+    plan: DemoPlan,
+    seed: int,
+    name: str,
+    world_seed: int = WORLD_SEED,
+    overrides: dict[str, list[str]] | None = None,
+    upstream: Sequence[str] = (),
+) -> str:
+    """The cache key of a stage: the world's depends only on the world fields and the world seed (so the
+    runs of ``--seeds`` share it), every other stage's on the whole plan, the seeds, the config overrides
+    and the keys of the stages it reuses from another run (``upstream``)."""
+    if name == "world":
+        payload: dict[str, Any] = {"world": _world_fields(plan), "seed": world_seed}
+    else:
+        payload = {"plan": asdict(plan), "seed": seed, "world_seed": world_seed}
+        if overrides:
+            payload["overrides"] = {k: list(v) for k, v in sorted(overrides.items()) if v}
+        if upstream:
+            payload["upstream"] = list(upstream)
+    payload.update(stage=name, version=DEMO_VERSION)
+    text = json.dumps(payload, sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def run_demo(
-    size: str = "default", out_dir: str | Path = "regionclip-demo", seed: int = 0, device: str | None = None
-) -> dict:
-    """Run (or resume) the demo; returns the report stage's result (the results table and paths)."""
-    if size not in PLANS:
-        raise RegionCLIPError(f"unknown demo size {size!r}: expected one of {', '.join(PLANS)}")
-    start = time.perf_counter()
-    ctx = DemoContext(PLANS[size], Path(out_dir), seed, device, {})
+def _record_path(ctx: DemoContext, name: str) -> Path:
+    if name == "world":
+        return (ctx.world_dir or ctx.out / "world") / "stage.json"
+    return ctx.out / name / "stage.json"
+
+
+def run_stages(ctx: DemoContext, stages: Sequence[tuple[str, Stage]]) -> None:
+    """Run (or reuse) ``stages`` in order into ``ctx.results``. A stage whose ``stage.json`` has the same key
+    is reused; once one is redone, every later one is too. Results already in ``ctx.results`` (stages reused
+    from another run, e.g. the default run under an ablation) enter every key."""
+    upstream = [f"{n}:{r['key']}" for n, r in sorted(ctx.results.items())]
     stale = False
-    for name, stage in _stages():
-        record = ctx.out / name / "stage.json"
-        key = _stage_key(ctx.plan, seed, name)
+    for name, stage in stages:
+        record = _record_path(ctx, name)
+        key = _stage_key(ctx.plan, ctx.seed, name, ctx.world_seed, ctx.overrides, upstream)
         if not stale and record.is_file():
             cached = json.loads(record.read_text(encoding="utf-8"))
             if cached.get("key") == key:
@@ -450,10 +516,50 @@ def run_demo(
         result.update({"key": key, "seconds": time.perf_counter() - t0})
         atomic_write_json(record, result)
         ctx.results[name] = result
+
+
+def demo_context(
+    size: str = "default",
+    out_dir: str | Path = "regionclip-demo",
+    seed: int = 0,
+    device: str | None = None,
+    *,
+    plan: DemoPlan | None = None,
+    world_dir: str | Path | None = None,
+    skip: Sequence[str] = (),
+) -> DemoContext:
+    """Run (or resume) the demo's stages; returns the context with every stage's result (see
+    :func:`run_demo`)."""
+    if plan is None and size not in PLANS:
+        raise RegionCLIPError(f"unknown demo size {size!r}: expected one of {', '.join(PLANS)}")
+    ctx = DemoContext(plan or PLANS[size], Path(out_dir), seed, device, {})
+    ctx.world_dir = Path(world_dir) if world_dir is not None else None
+    run_stages(ctx, [(n, s) for n, s in _stages() if n not in set(skip)])
+    return ctx
+
+
+def run_demo(
+    size: str = "default",
+    out_dir: str | Path = "regionclip-demo",
+    seed: int = 0,
+    device: str | None = None,
+    *,
+    plan: DemoPlan | None = None,
+    world_dir: str | Path | None = None,
+    skip: Sequence[str] = (),
+) -> dict:
+    """Run (or resume) the demo; returns the report stage's result (the results table and paths).
+
+    seed: of every training stage (the world is always :data:`WORLD_SEED`); plan: instead of ``PLANS[size]``
+    (tests); world_dir: the world's folder (default ``OUT/world``); skip: stage names left out (``--seeds``
+    leaves out the index)."""
+    start = time.perf_counter()
+    ctx = demo_context(size, out_dir, seed, device, plan=plan, world_dir=world_dir, skip=skip)
+    stages = [n for n, _ in _stages() if n in ctx.results]
     total = time.perf_counter() - start
     report = ctx.results["report"]
     print(report.get("table", ""))
-    stage_seconds = ", ".join(f"{n} {ctx.results[n]['seconds']:.0f}s" for n, _ in _stages())
+    stage_seconds = ", ".join(f"{n} {ctx.results[n]['seconds']:.0f}s" for n in stages)
     print(
         f"\n[demo] total time {total:.0f} s this run (stages: {stage_seconds}); results in {ctx.out}/results.md"
     )

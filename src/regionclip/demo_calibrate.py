@@ -246,7 +246,7 @@ def calibration_markdown(ctx: DemoContext) -> str:
 **The teacher, like CLIP where it matters (paper Fig. 1b in miniature).** Image-level zero-shot top-1 on the
 {zs["images"]} held-out web images (`web_val`, never trained on): **{zs["top1"]:.1f}%**
 ({zs["top1_single_object"]:.1f}% on the {zs["single_object_images"]} single-object ones); region top-1 on
-the GT boxes of val scenes: **{region_top1:.1f}%**. Its text tower on the scene captions it never saw:
+the GT boxes of the test scenes (the table's first row): **{region_top1:.1f}%**. Its text tower on the scene captions it never saw:
 image-to-text top-1 {i2t["top1"]:.1f}% within batches of {i2t["batch"]} val scene pairs (chance
 {i2t["chance"]:.1f}%).
 

@@ -5,11 +5,24 @@ detection (CLIP vs RegionCLIP), transfer detectors from both initialisations, an
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
+import platform
 from pathlib import Path
 
-from regionclip.demo import OFFICIAL_DETECTOR, DemoContext, _cli, _world_paths, _write_config, scaled_warmup
-from regionclip.io import atomic_write_json, atomic_write_text
+from regionclip.demo import (
+    OFFICIAL_DETECTOR,
+    DemoContext,
+    _cli,
+    _world_paths,
+    _write_config,
+    apply_stage_overrides,
+    n_test_images,
+    scaled_warmup,
+)
+from regionclip.demo_report import _cpu
+from regionclip.io import atomic_write, atomic_write_json, atomic_write_text
 
 MODELS = (("CLIP", "clip"), ("RegionCLIP", "pretrain"))  # (label, stage holding its clip checkpoint)
 
@@ -40,19 +53,20 @@ def region_classification(ctx: DemoContext, checkpoint: str) -> dict:
     return region_accuracy(embeddings, labels, bank.embeddings, names, split, topk=(1, 5))  # percent
 
 
-def _evaluate(ctx: DemoContext, name: str, **fields) -> dict:
-    """``regionclip eval`` on the world's val set at the demo's resolution; returns the results JSON."""
+def _evaluate(ctx: DemoContext, name: str, split: str = "test", **fields) -> dict:
+    """``regionclip eval`` on the world's ``split`` (test: the table's; val: development) at the demo's
+    resolution; returns the results JSON (its detections lie next to it, ``<name>_detections.json``)."""
     from regionclip.commands.evaluate import EvalConfig, EvalDataConfig
 
     paths = _world_paths(ctx)
     out = ctx.out / "eval" / f"{name}.json"
     cfg = EvalConfig(
         data=EvalDataConfig(
-            json=paths["val_json"],
-            image_root=paths["val_images"],
+            json=paths[f"{split}_json"],
+            image_root=paths[f"{split}_images"],
             test_short_size=ctx.plan.image_size,
             max_size=2 * ctx.plan.image_size,
-            name="miniature-world val",
+            name=f"miniature-world {split}",
         ),
         cache_dir=str(ctx.out / "cache"),
         batch_size=8,
@@ -71,6 +85,8 @@ def stage_zeroshot(ctx: DemoContext) -> dict:
     rpn = ctx.results["rpn"]["checkpoint"]
     results = {}
     for label, stage in MODELS:
+        if ctx.only_models is not None and stage not in ctx.only_models:  # ablations: one model
+            continue
         checkpoint = _clip_checkpoint(ctx, stage)
         gt = _evaluate(ctx, f"zeroshot_{stage}_gt", checkpoint=checkpoint, boxes="gt", region_accuracy=True)
         # sigmoid RPN-score fusion: the official sqrt(p * raw logit) drops every proposal whose logit is
@@ -140,6 +156,7 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict
         out_dir=str(out_dir),
         device=ctx.device,
     )
+    cfg = apply_stage_overrides(ctx, "transfer", cfg)
     _cli("train-detector", "--config", str(_write_config(ctx.out, stage, cfg)))
     checkpoint = out_dir / "detector.safetensors"
     # the official COCO recipe: the classifier's score alone
@@ -190,120 +207,150 @@ def stage_ensemble(ctx: DemoContext) -> dict:
     return {"detectors": results}
 
 
-def _num(metrics: dict, key: str) -> float:
-    value = metrics.get(key)
-    return float("nan") if value is None else float(value)
+# ---------------------------------------------------------------------------------------------------------
+# report: every row on the test split with its bootstrap interval (regionclip.demo_stats)
+
+# the scoring of each transfer row group: Detector.from_pretrained keywords drawing it the same way
+TRANSFER_SCORING = {
+    "Transfer detector AP50": {},
+    "Transfer detector AP50 + RPN score": {"score_fusion": "sigmoid"},
+    "Transfer detector AP50 + frozen ensemble": {"ensemble": "frozen"},
+}
 
 
-def comparison_rows(ctx: DemoContext) -> list[tuple[str, float, float]]:
-    """(row label, CLIP value, RegionCLIP value) of the results table; percentages."""
-    z = ctx.results["zeroshot"]["models"]
-    rows: list[tuple[str, float, float]] = []
-    for key, label in (
-        ("region_acc_top1", "all"),
-        ("region_acc_top1_base", "base"),
-        ("region_acc_top1_novel", "novel"),
-    ):
-        rows.append(
-            (
-                f"Zero-shot region classification top-1, {label} (GT boxes)",
-                _num(z["CLIP"]["gt_boxes"], key),
-                _num(z["RegionCLIP"]["gt_boxes"], key),
-            )
-        )
-    for key, label in (("AP50_novel", "novel"), ("AP50_base", "base"), ("AP50_all", "all")):
-        rows.append(
-            (
-                f"Zero-shot detection AP50, {label} (RPN boxes)",
-                _num(z["CLIP"]["rpn_boxes"], key),
-                _num(z["RegionCLIP"]["rpn_boxes"], key),
-            )
-        )
-    clip_t, region_t = ctx.results["transfer_clip"], ctx.results["transfer_regionclip"]
-    for field, suffix in (("metrics", ""), ("metrics_rpn_score", " + RPN score")):
-        for key, label in (("AP50_novel", "novel"), ("AP50_base", "base"), ("AP50_all", "all")):
-            rows.append(
-                (
-                    f"Transfer detector AP50{suffix}, {label}",
-                    _num(clip_t.get(field, {}), key),
-                    _num(region_t.get(field, {}), key),
+def comparison_rows(ctx: DemoContext) -> list[dict]:
+    """The results rows (:mod:`regionclip.results_table` format: ``name``, ``clip`` / ``regionclip`` /
+    ``diff`` intervals, percent) on the test split, with 95% bootstrap intervals over test images."""
+    from regionclip.demo_stats import bootstrap_rows
+
+    return bootstrap_rows(ctx)
+
+
+def format_table(rows: list[dict], confidence: float = 0.95) -> str:
+    """The printed / markdown table: ``point [lo, hi]`` per model and ``diff [lo, hi]`` (paired)."""
+    from regionclip.results_table import rows_table
+
+    return rows_table(rows, confidence)
+
+
+def best_transfer(rows: list[dict]) -> tuple[str, str, dict]:
+    """(stage, label, Detector.from_pretrained keywords) of the transfer detector and scoring with the highest
+    AP50 (all) point on the test split (RegionCLIP on ties)."""
+    best: tuple[float, str, str, dict] | None = None
+    for row in rows:
+        prefix, _, part = row["name"].rpartition(", ")
+        if prefix not in TRANSFER_SCORING or part != "all":
+            continue
+        for key, stage, label in (("regionclip", "transfer_regionclip", "RegionCLIP init"),
+                                  ("clip", "transfer_clip", "CLIP init")):  # fmt: skip
+            value = row[key]["point"]
+            if value == value and (best is None or value > best[0]):
+                best = (
+                    value,
+                    stage,
+                    f"{label}, {prefix[len('Transfer detector ') :]}",
+                    TRANSFER_SCORING[prefix],
                 )
-            )
-    ensemble = ctx.results.get("ensemble", {}).get("detectors", {})
-    for key, label in (("AP50_novel", "novel"), ("AP50_base", "base"), ("AP50_all", "all")):
-        rows.append(
-            (
-                f"Transfer detector AP50 + frozen ensemble, {label}",
-                _num(ensemble.get("transfer_clip", {}).get("metrics", {}), key),
-                _num(ensemble.get("transfer_regionclip", {}).get("metrics", {}), key),
-            )
-        )
-    return rows
+    if best is None:
+        return "transfer_regionclip", "RegionCLIP init, AP50", {}
+    return best[1], best[2], best[3]
 
 
-def format_table(rows: list[tuple[str, float, float]]) -> str:
-    width = max(len(r[0]) for r in rows)
-    lines = [
-        f"| {'metric (%)':<{width}} |   CLIP | RegionCLIP |",
-        f"|{'-' * (width + 2)}|-------:|-----------:|",
-    ]
-    for name, a, b in rows:
-        lines.append(f"| {name:<{width}} | {a:6.1f} | {b:10.1f} |")
-    return "\n".join(lines)
-
-
-def _detection_figure(ctx: DemoContext, path: Path, count: int = 4) -> None:
+def _detection_figure(ctx: DemoContext, path: Path, rows: list[dict], count: int = 6) -> str:
+    """The best transfer detector's detections (names and scores) on test images, above their ground truth;
+    returns what it drew."""
+    import torch
     from PIL import Image
 
-    from regionclip.detect.api import Detector
+    from regionclip.detect.api import DetectionResult, Detector
     from regionclip.figures import image_grid
 
     paths = _world_paths(ctx)
-    val = json.loads(Path(paths["val_json"]).read_text(encoding="utf-8"))
-    names = [c["name"] for c in sorted(val["categories"], key=lambda c: c["id"])]
-    novel = set(ctx.results["world"]["novel"])
-    # sample images that contain a novel object, the interesting case
-    novel_ids = {c["id"] for c in val["categories"] if c["name"] in novel}
-    with_novel = sorted({a["image_id"] for a in val["annotations"] if a["category_id"] in novel_ids})
-    files = {img["id"]: img["file_name"] for img in val["images"]}
-    chosen = [Path(paths["val_images"]) / files[i] for i in with_novel[:count]]
-    rows, labels = [], []
-    for stage, label in (("transfer_clip", "CLIP init"), ("transfer_regionclip", "RegionCLIP init")):
-        det = Detector.from_pretrained(ctx.results[stage]["checkpoint"], cache_dir=ctx.out / "cache")
-        results = det(
-            [Image.open(f).convert("RGB") for f in chosen],
-            vocabulary=names,
-            score_thresh=0.05,
-            max_dets=3,
-            nms="hard",
-        )
-        rows.append([r.plot(min_score=0.05, max_boxes=3) for r in results])
-        labels.append(f"{label}: top-3 detections (score >= 0.05) on val images with novel objects")
-    image_grid(rows, labels).save(path)
+    test = json.loads(Path(paths["test_json"]).read_text(encoding="utf-8"))
+    cats = sorted(test["categories"], key=lambda c: c["id"])
+    names = [c["name"] for c in cats]
+    index = {c["id"]: k for k, c in enumerate(cats)}
+    novel_ids = {c["id"] for c in cats if c["name"] in set(ctx.results["world"]["novel"])}
+    boxes: dict[int, list[dict]] = {}
+    for a in test["annotations"]:
+        boxes.setdefault(a["image_id"], []).append(a)
+    with_novel = [i for i in sorted(boxes) if any(a["category_id"] in novel_ids for a in boxes[i])]
+    base_only = [i for i in sorted(boxes) if i not in set(with_novel)]
+    chosen_ids = with_novel[: count - count // 3] + base_only[: count // 3]
+    files = {img["id"]: img["file_name"] for img in test["images"]}
+    images = [Image.open(Path(paths["test_images"]) / files[i]).convert("RGB") for i in chosen_ids]
+    stage, label, kwargs = best_transfer(rows)
+    size = ctx.plan.image_size
+    det = Detector.from_pretrained(
+        ctx.results[stage]["checkpoint"],
+        cache_dir=ctx.out / "cache",
+        min_size=size,
+        max_size=2 * size,
+        **kwargs,
+    )
+    found = det(images, vocabulary=names)
+    truth = []
+    for i, img in zip(chosen_ids, images, strict=True):
+        xyxy = torch.tensor([[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in boxes[i])])
+        labels = torch.tensor([index[a["category_id"]] for a in boxes[i]])
+        truth.append(DetectionResult(xyxy, torch.ones(len(labels)), labels, torch.zeros(0), names, img))
+    min_score = 0.3
+    grid = image_grid(
+        [[r.plot(min_score=min_score, max_boxes=6) for r in found], [r.plot(min_score=0.0) for r in truth]],
+        [f"{label}: detections with score >= {min_score} on test images (the best transfer detector)",
+         "ground truth (every box shown with score 1.00)"],
+    )  # fmt: skip
+    atomic_write(path, lambda tmp: grid.save(tmp, format="PNG"))
+    return f"{label} ({stage})"
+
+
+def machine() -> dict:
+    """Where the numbers were measured (another CPU gives other digits for the same seed)."""
+    import torch
+
+    cpu, cores = _cpu(), os.cpu_count()
+    return {
+        "machine": f"{cpu}, {cores} cores, CPU only",
+        "cpu": cpu,
+        "cores": cores,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
 
 
 def stage_report(ctx: DemoContext) -> dict:
-    from regionclip.figures import bar_chart
+    from regionclip.demo_report import results_markdown
+    from regionclip.demo_stats import BOOTSTRAP, TABLE_SPLIT
+    from regionclip.plots import comparison_chart
 
     rows = comparison_rows(ctx)
-    table = format_table(rows)
+    table = format_table(rows, BOOTSTRAP.confidence)
     figures = ctx.out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     chart = figures / "comparison.png"
-    picked = [r for r in rows if "novel" in r[0] or r[0].endswith("all (GT boxes)")]
-    bar_chart(
-        [r[0].replace(" (GT boxes)", "").replace(" (RPN boxes)", "").replace(", ", "\n", 1) for r in picked],
-        {"CLIP": [r[1] for r in picked], "RegionCLIP": [r[2] for r in picked]},
-        "Miniature world: CLIP vs RegionCLIP (val set)",
-        width=1200,
-    ).save(chart)
+    picked = [r for r in rows if "novel" in r["name"] or r["name"].endswith("all (GT boxes)")]
+    comparison_chart(
+        [{**r, "name": r["name"].replace(" (GT boxes)", "").replace(" (RPN boxes)", "")} for r in picked],
+        chart,
+        f"Miniature world: CLIP vs RegionCLIP ({TABLE_SPLIT} split, seed {ctx.seed})",
+    )
     detections = figures / "detections.png"
-    _detection_figure(ctx, detections)
+    drawn = _detection_figure(ctx, detections, rows)
     stage_seconds = {name: ctx.results[name]["seconds"] for name in ctx.results if name != "report"}
     results = {
-        "plan": ctx.plan.__dict__,
+        **machine(),
+        "date": datetime.date.today().isoformat(),
         "seed": ctx.seed,
-        "table": rows,
+        "world_seed": ctx.world_seed,
+        "split": TABLE_SPLIT,
+        "n_images": n_test_images(ctx.plan),
+        "resamples": BOOTSTRAP.n_resamples,
+        "confidence": BOOTSTRAP.confidence,
+        "rows": rows,
+        "table": [[r["name"], r["clip"]["point"], r["regionclip"]["point"]] for r in rows],
+        "detections_figure": drawn,
+        "plan": ctx.plan.__dict__,
         "world": {k: v for k, v in ctx.results["world"].items() if k != "key"},
         "concepts": {
             k: ctx.results["concepts"][k] for k in ("num_concepts", "categories_in_pool", "novel_in_pool")
@@ -319,10 +366,11 @@ def stage_report(ctx: DemoContext) -> dict:
         },
         "stage_seconds": stage_seconds,
     }
+    ablations = ctx.out / "ablations.json"
+    if ablations.is_file():  # `--ablations` ran before: its table stays part of results.json
+        results["ablations"] = json.loads(ablations.read_text(encoding="utf-8"))
     atomic_write_json(ctx.out / "results.json", results)
-    from regionclip.demo_report import results_markdown
-
-    atomic_write_text(ctx.out / "results.md", results_markdown(ctx, table, stage_seconds))
+    atomic_write_text(ctx.out / "results.md", results_markdown(ctx, results, stage_seconds))
     return {
         "table": "\n" + table,
         "results": str(ctx.out / "results.json"),

@@ -77,3 +77,41 @@ def comparison_chart(
     fig = comparison_figure(rows, title, unit)
     save_png(fig, path)
     return fig
+
+
+def interval_figure(labels: Sequence[str], intervals: Sequence[Mapping[str, Any]], title: str,
+                    unit: str = "%") -> Figure:  # fmt: skip
+    """Horizontal bars of one series, one per label (top to bottom), with error bars from ``lo`` to ``hi``
+    (the ablation chart). Undefined (NaN) points are left out."""
+    n = len(labels)
+    fig = Figure(figsize=(9.0, 1.0 + 0.4 * n), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    top = 0.0
+    for i, iv in enumerate(intervals):
+        point, lo, hi = _value(iv, "point"), _value(iv, "lo"), _value(iv, "hi")
+        if not math.isfinite(point):
+            continue
+        y = n - 1 - i
+        err = [[point - lo if math.isfinite(lo) else 0.0], [hi - point if math.isfinite(hi) else 0.0]]
+        ax.barh([y], [point], height=0.7, color=SERIES[1][2], xerr=err,
+                error_kw={"ecolor": "#222222", "capsize": 3, "elinewidth": 1})  # fmt: skip
+        ax.text(point + err[1][0] + 0.4, y, f"{point:.1f}", va="center", fontsize=8)
+        top = max(top, hi if math.isfinite(hi) else point)
+    ax.set_yticks(range(n), [str(label) for label in reversed(labels)], fontsize=8)
+    ax.set_xlim(0, max(top, 1.0) * 1.12 + 2)
+    ax.set_xlabel(f"{unit} (bars: point estimate; whiskers: 95% bootstrap interval over images)", fontsize=9)
+    ax.set_title(title, fontsize=11, loc="left")
+    ax.grid(axis="x", color="#dddddd", linewidth=0.8)
+    ax.set_axisbelow(True)
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    return fig
+
+
+def interval_chart(labels: Sequence[str], intervals: Sequence[Mapping[str, Any]], path: str | Path,
+                   title: str, unit: str = "%") -> Figure:  # fmt: skip
+    """:func:`interval_figure` saved to ``path`` (PNG, atomic); returns the figure."""
+    fig = interval_figure(labels, intervals, title, unit)
+    save_png(fig, path)
+    return fig

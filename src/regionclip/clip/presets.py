@@ -1,7 +1,8 @@
 """Model presets: small JSON files in ``clip/presets/`` loaded into typed dataclasses.
 
 ``RN50`` and ``RN50x4`` are OpenAI's architectures (the official RegionCLIP backbones); ``RN-tiny`` (the
-miniature world) and ``RN-micro`` (unit tests) are the same architecture scaled down to run on a CPU.
+miniature world), ``RN-small`` (the demo's larger student, for the teacher-vs-student capacity ablation) and
+``RN-micro`` (unit tests) are the same architecture scaled down to run on a CPU.
 The preset is the only name table in the project (``list_models()``).
 """
 

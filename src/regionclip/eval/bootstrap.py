@@ -270,6 +270,7 @@ class Ap50Cache:
                  dets: list[_CategoryDets]) -> None:  # fmt: skip
         self.image_ids, self.cat_ids, self.cat_names = image_ids, cat_ids, cat_names
         self.npig, self.dets = npig, dets
+        self._resampled: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def n_images(self) -> int:
@@ -363,6 +364,16 @@ class Ap50Cache:
             out[has_gt, k] = q[has_gt].mean(axis=1)
         return out
 
+    def resampled_ap50(self, config: BootstrapConfig) -> tuple[np.ndarray, np.ndarray]:
+        """AP50 per category on the full set ``[1, K]`` and on each resample of ``config`` ``[B, K]``,
+        computed once per (n_resamples, seed) and kept: a model's matches enter several rows and differences."""
+        key = (config.n_resamples, config.seed)
+        if key not in self._resampled:
+            weights = resample_weights(self.n_images, config)
+            full = self.ap50_per_category(np.ones((1, self.n_images)))
+            self._resampled[key] = (full, self.ap50_per_category(weights))
+        return self._resampled[key]
+
     def split_ap50(self, per_category: np.ndarray, names: Sequence[str]) -> np.ndarray:
         """The official split AP50 (percent) ``[B]``: the mean over the ``names`` categories that have GT."""
         pos = {n: k for k, n in enumerate(self.cat_names)}
@@ -411,12 +422,10 @@ def ap50_intervals(
     of the paired difference A - B on the same resampled images."""
     if cache_b is not None and (cache_b.image_ids != cache.image_ids or cache_b.cat_ids != cache.cat_ids):
         raise RegionCLIPError("paired AP50 bootstrap: the two models were evaluated on different GT")
-    weights = resample_weights(cache.n_images, config)
-    ones = np.ones((1, cache.n_images))
-    per_a, full_a = cache.ap50_per_category(weights), cache.ap50_per_category(ones)
-    per_b = full_b = None
+    full_a, per_a = cache.resampled_ap50(config)  # the same resampled images for both (same n, seed)
+    full_b = per_b = None
     if cache_b is not None:
-        per_b, full_b = cache_b.ap50_per_category(weights), cache_b.ap50_per_category(ones)
+        full_b, per_b = cache_b.resampled_ap50(config)
     out = {}
     for key, names in _split_parts(cache, split).items():
         point, samples = cache.split_ap50(full_a, names)[0], cache.split_ap50(per_a, names)
