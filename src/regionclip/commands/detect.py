@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from regionclip.commands._options import add_ensemble_arguments, ensemble_from_args
-from regionclip.detect.api import Detector
+from regionclip.detect.api import Detector, read_image
 from regionclip.engine.distributed import DistInfo, cleanup
 from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.errors import RegionCLIPError
@@ -141,21 +141,29 @@ def _detect(
     done = []  # (index in files, image entry without id, COCO results without image id)
     failed = []  # (index in files, skipped entry)
     shard = shard_indices(len(files), dist)
-    for i in tqdm(shard, desc="detect", unit="img", file=sys.stderr, disable=not dist.is_main):
-        path = files[i]
-        try:
-            result = det([path], bank, **kwargs)[0]
-        except RegionCLIPError as err:
-            failed.append((i, {"file": str(path), "reason": str(err)}))
+    step = max(1, args.batch_size)
+    bar = tqdm(total=len(shard), desc="detect", unit="img", file=sys.stderr, disable=not dist.is_main)
+    for start in range(0, len(shard), step):
+        readable = []  # (index in files, RGB image): an unreadable file is skipped, the batch goes on
+        for i in shard[start : start + step]:
+            try:
+                readable.append((i, read_image(files[i])))
+            except RegionCLIPError as err:
+                failed.append((i, {"file": str(files[i]), "reason": str(err)}))
+        bar.update(len(shard[start : start + step]))
+        if not readable:
             continue
-        w, h = result.image.size
-        png = None
-        if not args.no_png:
-            png = out / pngs[i]
-            drawing = result.plot(min_score=args.show_score, max_boxes=args.show_top)
-            atomic_write(png, lambda p, im=drawing: im.save(p, format="PNG"))
-        entry = {"file_name": str(path), "width": w, "height": h, "png": str(png) if png else None}
-        done.append((i, entry, result.to_coco(0)))
+        results = det([image for _, image in readable], bank, batch_size=len(readable), **kwargs)
+        for (i, _), result in zip(readable, results, strict=True):
+            w, h = result.image.size
+            png = None
+            if not args.no_png:
+                png = out / pngs[i]
+                drawing = result.plot(min_score=args.show_score, max_boxes=args.show_top)
+                atomic_write(png, lambda p, im=drawing: im.save(p, format="PNG"))
+            entry = {"file_name": str(files[i]), "width": w, "height": h, "png": str(png) if png else None}
+            done.append((i, entry, result.to_coco(0)))
+    bar.close()
     done = sorted(gather_lists(done, dist), key=lambda item: item[0])  # every rank's share, in input order
     skipped += [entry for _, entry in sorted(gather_lists(failed, dist), key=lambda item: item[0])]
     if not dist.is_main:
