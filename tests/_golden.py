@@ -19,9 +19,8 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _tiny_detector import make_detector_checkpoint  # noqa: E402
-
 import regionclip  # noqa: E402
+from _tiny_detector import make_detector_checkpoint  # noqa: E402
 from regionclip.clip.checkpoint import save_clip  # noqa: E402
 from regionclip.concepts import ConceptBank  # noqa: E402
 from regionclip.detect.api import Detector  # noqa: E402

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from _golden import GOLDEN, golden_outputs
 from safetensors.torch import load_file
+
+from _golden import GOLDEN, golden_outputs
 
 RTOL, ATOL = 1e-4, 1e-5  # float differences between CPU kinds (Intel / AMD kernels), not code changes
 
