@@ -21,6 +21,7 @@ from regionclip.errors import RegionCLIPError
 from regionclip.io import atomic_write, atomic_write_json
 from regionclip.precision import apply_precision, resolve_precision
 from regionclip.proposals.base import GivenBoxes
+from regionclip.tasks.inference import readable_batches
 
 DEMO_CHECKPOINT = Path("regionclip-demo/transfer_regionclip/detector.safetensors")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
@@ -115,16 +116,15 @@ def _detect(
     done = []  # (index in files, image entry without id, COCO results without image id)
     failed = []  # (index in files, skipped entry)
     shard = shard_indices(len(files), dist)
-    step = max(1, cfg.batch_size)
     bar = tqdm(total=len(shard), desc="detect", unit="img", file=sys.stderr, disable=not dist.is_main)
-    for start in range(0, len(shard), step):
-        readable = []  # (index in files, RGB image): an unreadable file is skipped, the batch goes on
-        for i in shard[start : start + step]:
-            try:
-                readable.append((i, read_image(files[i])))
-            except RegionCLIPError as err:
-                failed.append((i, {"file": str(files[i]), "reason": str(err)}))
-        bar.update(len(shard[start : start + step]))
+    batches = readable_batches(
+        lambda i: read_image(files[i]), shard, cfg.batch_size, errors=(RegionCLIPError,)
+    )
+    for readable, unreadable in batches:  # an unreadable file is skipped, the rest of its batch goes on
+        failed += [
+            (entry.index, {"file": str(files[entry.index]), "reason": entry.reason}) for entry in unreadable
+        ]
+        bar.update(len(readable) + len(unreadable))
         if not readable:
             continue
         results = det([image for _, image in readable], bank, batch_size=len(readable), **kwargs)

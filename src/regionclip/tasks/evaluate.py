@@ -57,6 +57,7 @@ from regionclip.eval.region_cls import region_accuracy
 from regionclip.precision import apply_precision, resolve_precision
 from regionclip.proposals.base import GivenBoxes, TopProposals
 from regionclip.regions import RegionEncoder
+from regionclip.tasks.inference import readable_batches
 from regionclip.tasks.train_detector import (
     _check_file,
     load_clip_model,
@@ -286,26 +287,6 @@ def _restrict(instances: dict, category_names: list[str] | None, max_images: int
     return data
 
 
-class _SafeSamples(torch.utils.data.Dataset):
-    """Items of a :class:`CocoDetection`; an unreadable image gives ``(index, error message)``."""
-
-    def __init__(self, dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int):
-        try:
-            return self.dataset.load(index)
-        except DataError as err:
-            return (index, str(err))
-
-
-def _as_list(items):
-    return list(items)
-
-
 # ------------------------------------------------------------------------------------------ evaluate
 
 
@@ -401,22 +382,20 @@ def evaluate(cfg: EvalConfig) -> dict:
     want_region = cfg.region_accuracy or model.box_source == "gt"
 
     # ---- inference
-    loader = torch.utils.data.DataLoader(
-        torch.utils.data.Subset(_SafeSamples(dataset), shard_indices(len(dataset), dist)),
-        batch_size=max(1, cfg.batch_size), collate_fn=_as_list,
-        num_workers=cfg.num_workers, shuffle=False,
-    )  # fmt: skip
+    shard = shard_indices(len(dataset), dist)
+    batches = readable_batches(dataset.load, shard, cfg.batch_size, cfg.num_workers)
     detections: dict[int, dict] = {}
     scales: dict[int, tuple[float, float]] = {}
     region_emb, region_labels, unreadable = [], [], []
     t0 = time.perf_counter()
     bar = tqdm(
-        loader, desc="eval", unit="batch", file=sys.stderr, disable=not cfg.progress or not dist.is_main
-    )
+        batches, desc="eval", unit="batch", file=sys.stderr, disable=not cfg.progress or not dist.is_main,
+        total=math.ceil(len(shard) / max(1, cfg.batch_size)),
+    )  # fmt: skip
     with torch.no_grad():
-        for items in bar:
-            samples = [s for s in items if not isinstance(s, tuple)]
-            unreadable += [s[1] for s in items if isinstance(s, tuple)]
+        for readable, skipped in bar:
+            samples = [sample for _, sample in readable]
+            unreadable += [entry.reason for entry in skipped]
             if not samples:
                 continue
             batch, targets, metas = collate_detection(samples)
