@@ -26,6 +26,7 @@ a COCO results JSON of the detections in ORIGINAL image pixels (``detections_out
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 import time
@@ -47,7 +48,7 @@ from regionclip.data.ovd import OvdSplit
 from regionclip.data.transforms import detector_test_transform
 from regionclip.detect import DetectorConfig, build_detector
 from regionclip.detect.api import default_cache_dir, load_detector, load_rpn_checkpoint
-from regionclip.detect.ensemble import EnsembleConfig
+from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
 from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.eval.coco import evaluate_detections, write_coco_results
@@ -115,6 +116,9 @@ class EvalConfig:
     progress: bool = True  # progress bar on stderr
     data: EvalDataConfig = field(default_factory=EvalDataConfig)  # the evaluated set
     detector: EnsembleConfig = field(default_factory=EnsembleConfig)  # detector.ensemble=frozen etc. (F-VLM)
+    variants: list[str] = field(
+        default_factory=list
+    )  # extra scorings of the same pass: none|logit|sigmoid|ensemble
 
 
 @dataclass
@@ -146,6 +150,7 @@ class EvalModel:
     proposal_preset: str | None
     config: dict  # the checkpoint's config (input, templates, split)
     preset_name: str
+    path: Path | None = None  # the checkpoint file
 
 
 def _detector_overrides(cfg: EvalConfig) -> dict[str, Any]:
@@ -250,7 +255,7 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
         raise CheckpointError(f"{path}: is a '{kind}' checkpoint, expected a 'detector' or 'clip' checkpoint")
     if cfg.max_proposals is not None and box_source == "rpn":
         detector.proposal_generator = TopProposals(detector.proposal_generator, cfg.max_proposals)
-    return EvalModel(detector, clip, has_text, mode, box_source, proposal_preset, config, preset_name)
+    return EvalModel(detector, clip, has_text, mode, box_source, proposal_preset, config, preset_name, path)
 
 
 def _attach_text(clip: nn.Module, text_weights: str) -> bool:
@@ -290,17 +295,73 @@ def _restrict(instances: dict, category_names: list[str] | None, max_images: int
 # ------------------------------------------------------------------------------------------ evaluate
 
 
-def merge_shards(dataset, dist, detections, scales, region_emb, region_labels, unreadable):
-    """Every rank's results (see :mod:`regionclip.engine.sharding`), merged in the dataset's image order."""
-    parts = gather_lists([(detections, scales, region_emb, region_labels, unreadable)], dist)
-    merged = {k: v for part in parts for k, v in part[0].items()}
-    order = [img["id"] for img in dataset.images if img["id"] in merged]
-    detections = {k: merged[k] for k in order}
+def merge_shards(dataset, dist, detections, scales, region_emb, region_labels, unreadable, variants=None):
+    """Every rank's results (see :mod:`regionclip.engine.sharding`), merged in the dataset's image order.
+
+    variants: ``{name: {image id: detections}}`` of the scoring variants (merged like ``detections``);
+    returned as a sixth item when given."""
+    parts = gather_lists([(detections, scales, region_emb, region_labels, unreadable, variants or {})], dist)
+    order = [img["id"] for img in dataset.images]
+
+    def merged(pick) -> dict:
+        every = {k: v for part in parts for k, v in pick(part).items()}
+        return {k: every[k] for k in order if k in every}
+
+    detections = merged(lambda part: part[0])
     scales = {k: v for part in parts for k, v in part[1].items()}
     region_emb = [t for part in parts for t in part[2]]
     region_labels = [t for part in parts for t in part[3]]
     unreadable = [m for part in parts for m in part[4]]
-    return detections, scales, region_emb, region_labels, unreadable
+    if variants is None:
+        return detections, scales, region_emb, region_labels, unreadable
+    variants = {name: merged(lambda part, n=name: part[5][n]) for name in variants}
+    return detections, scales, region_emb, region_labels, unreadable, variants
+
+
+VARIANTS = ("none", "logit", "sigmoid", "ensemble")  # score fusions, and the frozen-classifier ensemble
+
+
+@dataclass
+class Variant:
+    """One scoring of the shared inference pass: the RPN-score fusion and the ensemble module (or None)."""
+
+    name: str  # a name of VARIANTS
+    score_fusion: str  # none | logit | sigmoid
+    ensemble: nn.Module | None  # FrozenRegionClassifier, or None: the classifier's scores alone
+    skipped: str | None = None  # why the variant cannot be scored with this checkpoint (None: it can)
+
+
+def build_variants(cfg: EvalConfig, model: EvalModel) -> list[Variant]:
+    """The scoring variants of ``cfg.variants`` for ``model``: each fusion name changes only the RPN-score
+    fusion; ``ensemble`` adds the frozen-classifier ensemble (:mod:`regionclip.detect.ensemble`, with the
+    ``detector.ensemble_*`` settings) to the main fusion, when the checkpoint can build it."""
+    detector = model.detector
+    variants = []
+    for name in dict.fromkeys(cfg.variants):
+        if name not in VARIANTS:
+            raise ConfigError(f"variants: expected names of {list(VARIANTS)}, got {name!r}")
+        if name != "ensemble":
+            variants.append(Variant(name, name, detector.ensemble))
+            continue
+        if detector.ensemble is not None:
+            variants.append(Variant(name, detector.score_fusion, detector.ensemble))
+            continue
+        if model.mode != "transfer":
+            reason = "a clip checkpoint is evaluated zero-shot: it is already the frozen model"
+            variants.append(Variant(name, detector.score_fusion, None, reason))
+            continue
+        settings = dataclasses.replace(cfg.detector, ensemble="frozen")
+        try:
+            frozen = build_frozen_classifier(settings, detector.backbone, model.config, model.path)
+        except CheckpointError as err:
+            variants.append(Variant(name, detector.score_fusion, None, str(err)))
+            continue
+        variants.append(Variant(name, detector.score_fusion, frozen.eval()))
+    return variants
+
+
+def _variant_path(det_path: Path, name: str) -> Path:
+    return det_path.with_name(f"{det_path.stem}_{name}{det_path.suffix}")
 
 
 def _fusion_name(fusion: str) -> str:
@@ -378,6 +439,11 @@ def evaluate(cfg: EvalConfig) -> dict:
     clip.cpu()
     detector = model.detector.to(device).eval()
     apply_precision(detector, precision)
+    variants = build_variants(cfg, model)
+    scored = [v for v in variants if v.skipped is None]
+    for variant in scored:
+        if variant.ensemble is not None and variant.ensemble is not detector.ensemble:
+            apply_precision(variant.ensemble.to(device), precision)
     class_embeddings = bank.embeddings.to(device)
     want_region = cfg.region_accuracy or model.box_source == "gt"
 
@@ -385,6 +451,7 @@ def evaluate(cfg: EvalConfig) -> dict:
     shard = shard_indices(len(dataset), dist)
     batches = readable_batches(dataset.load, shard, cfg.batch_size, cfg.num_workers)
     detections: dict[int, dict] = {}
+    variant_dets: dict[str, dict[int, dict]] = {v.name: {} for v in scored}
     scales: dict[int, tuple[float, float]] = {}
     region_emb, region_labels, unreadable = [], [], []
     t0 = time.perf_counter()
@@ -401,12 +468,17 @@ def evaluate(cfg: EvalConfig) -> dict:
             batch, targets, metas = collate_detection(samples)
             batch = batch.to(device)
             given = [t["boxes"].to(device) for t in targets] if model.box_source == "gt" else None
-            dets = detector.predict(batch, class_embeddings, given, class_names=names)
+            regions = detector.regions(batch, class_embeddings, given)  # once for every scoring variant
+            dets = detector.detections(regions, class_names=names, ensemble=detector.ensemble)
             for det, meta in zip(dets, metas, strict=True):
-                detections[meta.image_id] = {
-                    "boxes": det.boxes.cpu(), "scores": det.scores.cpu(), "labels": det.labels.cpu()
-                }  # fmt: skip
+                detections[meta.image_id] = _cpu(det)
                 scales[meta.image_id] = meta.scale
+            for variant in scored:
+                found = detector.detections(
+                    regions, score_fusion=variant.score_fusion, class_names=names, ensemble=variant.ensemble
+                )
+                for det, meta in zip(found, metas, strict=True):
+                    variant_dets[variant.name][meta.image_id] = _cpu(det)
             if want_region:
                 boxes = [t["boxes"].to(device) for t in targets]
                 if sum(len(b) for b in boxes):
@@ -414,8 +486,8 @@ def evaluate(cfg: EvalConfig) -> dict:
                     region_labels.append(torch.cat([t["labels"] for t in targets]))
     seconds = time.perf_counter() - t0
     if dist.distributed:  # rank 0 merges every rank's share, in the order of one process
-        detections, scales, region_emb, region_labels, unreadable = merge_shards(
-            dataset, dist, detections, scales, region_emb, region_labels, unreadable
+        detections, scales, region_emb, region_labels, unreadable, variant_dets = merge_shards(
+            dataset, dist, detections, scales, region_emb, region_labels, unreadable, variant_dets
         )
         if not dist.is_main:
             return {}
@@ -428,25 +500,32 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     # ---- metrics
     max_dets = int(detector.max_dets)
-    if d.lvis:
-        metrics: dict[str, Any] = evaluate_lvis(gt_eval, detections, dataset.class_ids, max_dets, scales)
-    else:
-        metrics = evaluate_detections(gt_eval, detections, dataset.class_ids, metric_split, max_dets, scales)
-        per_class = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("AP50/")}
-        metrics = {k: v for k, v in metrics.items() if not k.startswith("AP50/")}
-        metrics["AP50_per_class"] = per_class
+    region_metrics: dict[str, Any] = {}
     if want_region:
         emb = torch.cat(region_emb) if region_emb else torch.zeros((0, detector.embed_dim))
         labels = torch.cat(region_labels) if region_labels else torch.zeros(0, dtype=torch.long)
         acc = region_accuracy(emb, labels, bank.embeddings, names, metric_split)
-        metrics.update({f"region_{k}": v for k, v in acc.items()})
-    metrics.update(
-        num_images=len(detections),
-        num_unreadable=len(unreadable),
-        num_detections=sum(int(v["scores"].numel()) for v in detections.values()),
-        vocabulary_size=len(names),
-        seconds=round(seconds, 3),
-    )
+        region_metrics = {f"region_{k}": v for k, v in acc.items()}
+
+    def metrics_of(found: dict[int, dict]) -> dict[str, Any]:
+        if d.lvis:
+            result: dict[str, Any] = evaluate_lvis(gt_eval, found, dataset.class_ids, max_dets, scales)
+        else:
+            result = evaluate_detections(gt_eval, found, dataset.class_ids, metric_split, max_dets, scales)
+            per_class = {k.split("/", 1)[1]: v for k, v in result.items() if k.startswith("AP50/")}
+            result = {k: v for k, v in result.items() if not k.startswith("AP50/")}
+            result["AP50_per_class"] = per_class
+        result.update(region_metrics)
+        result.update(
+            num_images=len(found),
+            num_unreadable=len(unreadable),
+            num_detections=sum(int(v["scores"].numel()) for v in found.values()),
+            vocabulary_size=len(names),
+            seconds=round(seconds, 3),
+        )
+        return result
+
+    metrics = metrics_of(detections)
 
     nms = "soft-gaussian" if detector.nms == "soft" else "hard"
     nms_params = (
@@ -484,15 +563,50 @@ def evaluate(cfg: EvalConfig) -> dict:
     det_path = (
         Path(cfg.detections_out) if cfg.detections_out else out.with_name(f"{out.stem}_detections.json")
     )
-    write_results(out, metrics, protocol)
+    extra: dict[str, Any] = {}
+    for variant in variants:  # written before the results, which name their files
+        if variant.skipped is not None:
+            extra[variant.name] = {"skipped": variant.skipped}
+            continue
+        found = variant_dets[variant.name]
+        ens = variant.ensemble
+        v_protocol = dataclasses.replace(
+            protocol,
+            score_fusion=_fusion_name(variant.score_fusion),
+            score_ensemble="frozen" if ens is not None else "none",
+            ensemble_params=ens.describe(names) if ens is not None else {},
+        )
+        v_path = _variant_path(det_path, variant.name)
+        write_coco_results(found, v_path, dataset.class_ids, scales)
+        extra[variant.name] = {
+            "metrics": metrics_of(found),
+            "protocol": v_protocol.to_dict(),
+            "detections": str(v_path),
+        }
+    write_results(out, metrics, protocol, {"variants": extra} if variants else None)
     write_coco_results(detections, det_path, dataset.class_ids, scales)
     print_table(metrics, protocol, out, det_path)
-    return {
+    for name, entry in extra.items():
+        if "skipped" in entry:
+            print(f"  variant {name}: skipped ({entry['skipped']})")
+        else:
+            headline = [k for k in ("AP50_novel", "AP50_all", "APr", "AP") if k in entry["metrics"]]
+            scores = ", ".join(f"{k} {_fmt(entry['metrics'][k])}" for k in headline)
+            print(f"  variant {name}: {scores} -> {entry['detections']}")
+    result = {
         "metrics": metrics,
         "protocol": protocol.to_dict(),
         "results": str(out),
         "detections": str(det_path),
     }
+    if variants:
+        result["variants"] = extra
+    return result
+
+
+def _cpu(det) -> dict:
+    """The boxes, scores and labels of one image's :class:`Detections`, on the CPU."""
+    return {"boxes": det.boxes.cpu(), "scores": det.scores.cpu(), "labels": det.labels.cpu()}
 
 
 def _fmt(value: Any) -> str:
