@@ -34,6 +34,9 @@ from regionclip.checkpoint import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
+from regionclip.clip.checkpoint import attach_text_tower, copy_text_tower, has_text_tower, load_clip
+from regionclip.clip.model import CLIP
+from regionclip.clip.presets import ModelPreset
 from regionclip.concepts import OFFICIAL_TEMPLATES, ConceptBank, build_concept_bank
 from regionclip.config import config_from_dict, config_to_dict
 from regionclip.data.images import open_image
@@ -47,7 +50,6 @@ from regionclip.proposals.base import GivenBoxes, ProposalGenerator
 from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch, xyxy_to_xywh
 
-TEXT_PREFIXES = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
 TEXT_KEY = "text_encoder."
 ZERO_SHOT_DETECTOR = {"nms": "hard", "nms_thresh": 0.5, "apply_box_deltas": False, "score_thresh": 0.05}
 
@@ -136,9 +138,6 @@ class LoadedDetector:
 
 
 def _clip_around(preset_dict: dict) -> Any:
-    from regionclip.clip.model import CLIP
-    from regionclip.clip.presets import ModelPreset
-
     return CLIP(ModelPreset.from_dict(preset_dict))
 
 
@@ -171,31 +170,12 @@ def load_detector(
     detector = build_detector(cfg, RegionEncoder(clip.visual), generator, state["train_class_embeddings"])
     load_state_dict_strict(detector, state, str(path))
     if text:
-        own = clip.state_dict()
-        missing = [k for k in own if not k.startswith("visual.") and k not in text and k != "logit_scale"]
-        if missing:
-            raise CheckpointError(f"{path}: text encoder incomplete (missing {missing[:3]})")
-        with torch.no_grad():
-            for key, value in text.items():
-                own[key].copy_(value)
+        copy_text_tower(clip, text, str(path))
     if ensemble is not None and ensemble.ensemble not in ("none", "frozen"):
         raise RegionCLIPError(f"ensemble: expected 'none' or 'frozen', got {ensemble.ensemble!r}")
     if ensemble is not None and ensemble.ensemble == "frozen":
         detector.ensemble = build_frozen_classifier(ensemble, detector.backbone, config, path)
     return LoadedDetector(detector.eval(), clip.eval(), bool(text), config)
-
-
-def _load_text_from_clip_file(clip: Any, path: Path) -> bool:
-    """Copy the text tower of the ``clip`` checkpoint ``path`` into ``clip``; whether it had a real one."""
-    ckpt = load_checkpoint(path, kind="clip")
-    if ckpt.config.get("text_tower", "present") == "missing":
-        return False
-    own = clip.state_dict()
-    with torch.no_grad():
-        for key, value in ckpt.state_dict.items():
-            if key.startswith(TEXT_PREFIXES) and key in own and own[key].shape == value.shape:
-                own[key].copy_(value)
-    return True
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -394,12 +374,10 @@ class Detector:
             has_text = loaded.has_text
             clip = loaded.clip
             if not has_text and (file.parent / "clip.safetensors").is_file():
-                has_text = _load_text_from_clip_file(clip, file.parent / "clip.safetensors")
+                has_text = attach_text_tower(clip, file.parent / "clip.safetensors")
             config = loaded.config
             detector = loaded.detector
         elif kind == "clip":
-            from regionclip.clip.checkpoint import load_clip
-
             if ensemble.ensemble != "none":
                 raise RegionCLIPError(
                     f"{file}: ensemble=frozen combines a fine-tuned detector with its frozen initial model; "
@@ -408,7 +386,7 @@ class Detector:
 
             clip = load_clip(file)
             config = load_checkpoint(file, kind="clip").config
-            has_text = config.get("text_tower", "present") != "missing"
+            has_text = has_text_tower(file)
             if rpn is not None:
                 generator, _ = load_rpn_checkpoint(rpn, preset="zero_shot")
                 fusion = "logit"

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from regionclip.clip.checkpoint import save_clip
-from regionclip.clip.model import CLIP, create_model, freeze_stages
+from regionclip.clip.checkpoint import create_model, save_clip
+from regionclip.clip.model import CLIP, freeze_stages
 from regionclip.clip.presets import ModelPreset
 from regionclip.concepts import ConceptBank, load_official_embeddings
 from regionclip.errors import ConfigError

@@ -250,7 +250,8 @@ def build_trunk(cfg: RPNConfig, load_weights: bool = True) -> nn.Module:
     kind, arch = _parse_trunk(cfg.trunk)
     weights = cfg.trunk_weights if load_weights else None
     if kind == "clip":
-        from regionclip.clip.model import create_model, freeze_stages
+        from regionclip.clip.checkpoint import create_model
+        from regionclip.clip.model import freeze_stages
 
         model = create_model(arch, pretrained=weights)
         visual = model.visual

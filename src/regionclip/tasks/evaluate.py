@@ -39,8 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from regionclip.checkpoint import read_checkpoint_metadata
-from regionclip.clip import create_model
-from regionclip.clip.checkpoint import load_clip_weights
+from regionclip.clip.checkpoint import attach_text_tower
 from regionclip.concepts import build_concept_bank
 from regionclip.data.coco import CocoDetection, collate_detection, load_coco_instances, read_json
 from regionclip.data.lvis import load_lvis_instances
@@ -65,7 +64,6 @@ from regionclip.tasks.train_detector import (
     resolve_split,
     template_name,
     template_set,
-    text_state,
 )
 
 
@@ -218,7 +216,7 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
         box_source = source or own_source
         mode = "transfer"
         if cfg.text_weights:
-            has_text = _attach_text(clip, cfg.text_weights)
+            has_text = attach_text_tower(clip, _check_file(cfg.text_weights, "text_weights")) or has_text
     elif kind in ("clip", "openai"):
         if source is None:
             raise ConfigError(
@@ -256,17 +254,6 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
     if cfg.max_proposals is not None and box_source == "rpn":
         detector.proposal_generator = TopProposals(detector.proposal_generator, cfg.max_proposals)
     return EvalModel(detector, clip, has_text, mode, box_source, proposal_preset, config, preset_name, path)
-
-
-def _attach_text(clip: nn.Module, text_weights: str) -> bool:
-
-    donor = create_model(clip.preset.name)
-    load_clip_weights(donor, _check_file(text_weights, "text_weights"))
-    own = clip.state_dict()
-    with torch.no_grad():
-        for key, value in text_state(donor).items():
-            own[key].copy_(value)
-    return True
 
 
 # -------------------------------------------------------------------------------------------- data

@@ -22,7 +22,6 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from regionclip.clip.checkpoint import load_clip
-from regionclip.clip.model import create_model
 from regionclip.concepts import ConceptBank
 from regionclip.data.coco import load_coco_instances, pil_to_tensor
 from regionclip.data.images import open_image
@@ -70,14 +69,7 @@ class PseudoLabelConfig:
 
 
 def _load_teacher(path: str, model_name: str | None):
-
-    if Path(path).suffix == ".safetensors":
-        return load_clip(path)
-    if not model_name:
-        raise RegionCLIPError(
-            f"{path}: not a regionclip checkpoint; give its preset with --teacher-model (e.g. RN50)"
-        )
-    return create_model(model_name, pretrained=path)
+    return load_clip(path, model_name, what="--teacher-model")
 
 
 def _items(cfg: PseudoLabelConfig) -> list[tuple[str, Path, torch.Tensor | None]]:

@@ -30,11 +30,9 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from regionclip.checkpoint import load_checkpoint, read_checkpoint_metadata
-from regionclip.clip import create_model
-from regionclip.clip.checkpoint import load_clip, load_clip_weights
+from regionclip.clip.checkpoint import attach_text_tower, create_model, has_text_tower, load_clip, text_state
 from regionclip.concepts import OFFICIAL_TEMPLATES, SIMPLE_TEMPLATES, build_concept_bank, read_names_file
 from regionclip.config import config_to_dict
 from regionclip.data.coco import CocoDetection, collate_detection, load_coco_instances, read_json
@@ -144,14 +142,6 @@ def template_name(templates: tuple[str, ...] | list[str]) -> str:
     return f"custom({len(templates)})"
 
 
-TEXT_EXCLUDED = ("visual.", "logit_scale")
-
-
-def text_state(clip: nn.Module) -> dict[str, Tensor]:
-    """The CLIP text-tower tensors (every non-visual key but ``logit_scale``), as ``save_detector`` stores them."""
-    return {k: v for k, v in clip.state_dict().items() if not k.startswith(TEXT_EXCLUDED)}
-
-
 def _check_file(path: str | None, what: str) -> Path:
     if not path:
         raise ConfigError(f"{what} is not set")
@@ -167,43 +157,21 @@ def load_clip_model(
     """The CLIP model whose image tower starts the detector, and whether its text tower is real.
 
     weights: a regionclip ``clip`` checkpoint (plain CLIP or pretrained student; its preset must match
-    ``preset`` when both are given) or an OpenAI ``.pt`` (needs ``preset``); None = random ``preset`` (tests).
-    text_weights: a CLIP file whose text tower replaces a missing one (official converted students have none).
+    ``preset`` when both are given) or an OpenAI ``.pt`` (needs ``preset``); None = random ``preset`` seeded
+    with ``seed`` (tests). text_weights: a CLIP file whose text tower replaces a missing one (official
+    converted students have none). Loading is :func:`regionclip.clip.checkpoint.load_clip`'s.
     """
-
-    has_text = True
     if weights is None:
         if preset is None:
             raise ConfigError("model.preset or model.weights must be set")
         torch.manual_seed(seed)
-        clip = create_model(preset)
+        clip, has_text = create_model(preset), True
     else:
         path = _check_file(weights, "model.weights")
-        if path.suffix == ".safetensors":
-            meta = read_checkpoint_metadata(path)
-            if meta.get("kind") != "clip":
-                raise CheckpointError(
-                    f"{path}: is a '{meta.get('kind')}' checkpoint, expected a 'clip' checkpoint "
-                    "(a CLIP model or the student.safetensors written by regionclip pretrain)"
-                )
-            clip = load_clip(path)
-            if preset is not None and clip.preset.name != preset:
-                raise CheckpointError(
-                    f"{path}: holds a '{clip.preset.name}' model, not '{preset}' (model.preset)"
-                )
-            has_text = load_checkpoint(path, kind="clip").config.get("text_tower", "present") != "missing"
-        else:
-            if preset is None:
-                raise ConfigError(f"model.preset must be set to load the OpenAI file {path}")
-            clip = create_model(preset, pretrained=str(path))
+        clip = load_clip(path, preset, what="model.preset")
+        has_text = has_text_tower(path)
     if text_weights is not None:
-        donor = create_model(clip.preset.name)
-        load_clip_weights(donor, _check_file(text_weights, "model.text_weights"))
-        own = clip.state_dict()
-        with torch.no_grad():
-            for key, value in text_state(donor).items():
-                own[key].copy_(value)
-        has_text = True
+        has_text = attach_text_tower(clip, _check_file(text_weights, "model.text_weights")) or has_text
     return clip.eval(), has_text
 
 
