@@ -22,15 +22,14 @@ from regionclip.proposals.config import (
     ProposalConfig,
     RandomBoxesConfig,
     RPNConfig,
-    build_proposal_generator,
     get_proposal_preset,
 )
+from regionclip.proposals.loading import build_proposal_generator, load_proposal_generator
 from regionclip.proposals.random_boxes import RandomBoxes
 from regionclip.proposals.rpn import (
     ClassAgnosticRPN,
     ResNetTrunk,
     build_rpn,
-    load_proposal_generator,
     make_cell_anchors,
     save_rpn,
 )

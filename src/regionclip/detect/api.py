@@ -46,7 +46,11 @@ from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
 from regionclip.detect.postprocess import Detections
 from regionclip.detect.visualize import DEFAULT_SHOW_SCORE, DEFAULT_SHOW_TOP, draw_detections
 from regionclip.errors import CheckpointError, RegionCLIPError
-from regionclip.proposals.base import GivenBoxes, ProposalGenerator
+from regionclip.proposals.base import GivenBoxes
+from regionclip.proposals.loading import build_rpn_from_config
+from regionclip.proposals.loading import (
+    load_rpn as load_rpn_checkpoint,  # the one RPN loader, by its old name
+)
 from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch, xyxy_to_xywh
 
@@ -60,40 +64,6 @@ def default_cache_dir() -> Path:
 
 
 # ------------------------------------------------------------------------------------------ proposals
-
-
-def build_rpn_from_config(rpn_config: dict, preset: str | None) -> ProposalGenerator:
-    """An (unloaded) RPN from the config of an ``rpn`` checkpoint: detectron2 layout or ``train-rpn``'s."""
-    from regionclip.proposals.detectron2 import (
-        Detectron2RPNConfig,
-        build_detectron2_rpn,
-        is_detectron2_rpn_config,
-    )
-
-    if is_detectron2_rpn_config(rpn_config):
-        fields = dict(rpn_config["rpn"])
-        if preset is not None:
-            from regionclip.proposals.config import get_proposal_preset
-
-            p = get_proposal_preset(preset)
-            fields.update(nms_thresh=p.nms_thresh, post_nms_topk=p.post_nms_topk)
-        return build_detectron2_rpn(config_from_dict(Detectron2RPNConfig, fields))
-    from regionclip.proposals.config import RPNConfig
-    from regionclip.proposals.rpn import build_rpn
-
-    if "rpn" not in rpn_config:
-        raise CheckpointError("an 'rpn' checkpoint config without its 'rpn' section")
-    rpn = build_rpn(config_from_dict(RPNConfig, rpn_config["rpn"]), preset or "transfer", load_weights=False)
-    rpn.requires_grad_(False)
-    return rpn.eval()
-
-
-def load_rpn_checkpoint(path: str | Path, preset: str | None = None) -> tuple[ProposalGenerator, dict]:
-    """Any regionclip ``rpn`` checkpoint (converted detectron2 RPN or ``train-rpn``) and its config."""
-    ckpt = load_checkpoint(path, kind="rpn")
-    rpn = build_rpn_from_config(ckpt.config, preset)
-    load_state_dict_strict(rpn, ckpt.state_dict, str(path))
-    return rpn.eval(), ckpt.config
 
 
 # ------------------------------------------------------------------------------------ detector files

@@ -1,5 +1,5 @@
 """Typed configs of the proposal generators, the three official proposal presets, and
-:func:`build_proposal_generator` (method reference §4.1 pretraining, §6.1 transfer, §7 zero-shot).
+:func:`regionclip.proposals.loading.build_proposal_generator` builds them (method reference §4.1 pretraining, §6.1 transfer, §7 zero-shot).
 
 A *proposal preset* fixes what a frozen RPN returns per image (pre-NMS top-k on objectness logits, NMS
 threshold, post-NMS top-k), in training and in eval mode alike: the official offline RPN always runs in eval
@@ -83,19 +83,3 @@ class ProposalConfig:
     rpn_checkpoint: str | None = None  # a `regionclip train-rpn` checkpoint (kind "rpn")
     preset: PresetName = "transfer"  # proposal preset of the RPN (see the module doc)
     random: RandomBoxesConfig = field(default_factory=RandomBoxesConfig)  # settings of kind "random"
-
-
-def build_proposal_generator(cfg: ProposalConfig):
-    """The frozen proposal generator described by ``cfg`` (an RPN from its checkpoint, random or given boxes)."""
-    from regionclip.proposals.base import GivenBoxes
-    from regionclip.proposals.random_boxes import RandomBoxes
-    from regionclip.proposals.rpn import load_proposal_generator
-
-    if cfg.kind == "rpn":
-        if not cfg.rpn_checkpoint:
-            raise ConfigError("proposals.kind is 'rpn' but proposals.rpn_checkpoint is not set")
-        return load_proposal_generator(cfg.rpn_checkpoint, cfg.preset)
-    if cfg.kind == "random":
-        r = cfg.random
-        return RandomBoxes(r.count, r.min_size, r.grid, r.same_for_batch, r.seed, style=r.style)
-    return GivenBoxes()

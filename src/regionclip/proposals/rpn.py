@@ -321,23 +321,3 @@ def load_rpn_config(path: str | Path) -> RPNConfig:
     if "rpn" not in ckpt.config:
         raise CheckpointError(f"{path}: an 'rpn' checkpoint without its 'rpn' config")
     return config_from_dict(RPNConfig, ckpt.config["rpn"])
-
-
-def load_proposal_generator(path: str | Path, preset_name: str = "transfer") -> ProposalGenerator:
-    """Rebuild a trained RPN from its checkpoint alone, frozen (no gradients) and in eval mode.
-
-    A ``train-rpn`` checkpoint gives a :class:`ClassAgnosticRPN`; a converted official detectron2 RPN
-    (config ``family: detectron2``) is handed to :func:`regionclip.proposals.detectron2.load_detectron2_rpn`.
-    """
-    ckpt = load_checkpoint(path, kind="rpn")
-    if ckpt.config.get("family") == "detectron2":
-        from regionclip.proposals.detectron2 import load_detectron2_rpn
-
-        return load_detectron2_rpn(path, preset_name)
-    if "rpn" not in ckpt.config:
-        raise CheckpointError(f"{path}: an 'rpn' checkpoint without its 'rpn' config")
-    cfg = config_from_dict(RPNConfig, ckpt.config["rpn"])
-    rpn = build_rpn(cfg, preset_name, load_weights=False)
-    load_state_dict_strict(rpn, ckpt.state_dict, str(path))
-    rpn.requires_grad_(False)
-    return rpn.eval()

@@ -23,7 +23,7 @@ from regionclip.errors import DataError, RegionCLIPError
 from regionclip.eval.recall import ProposalRecall, format_recall_table
 from regionclip.io import atomic_write_json
 from regionclip.precision import apply_precision, resolve_precision
-from regionclip.proposals.rpn import load_proposal_generator
+from regionclip.proposals.loading import load_proposal_generator
 from regionclip.tasks.inference import readable_batches
 
 

@@ -46,7 +46,7 @@ from regionclip.data.lvis import load_lvis_instances
 from regionclip.data.ovd import OvdSplit
 from regionclip.data.transforms import detector_test_transform
 from regionclip.detect import DetectorConfig, build_detector
-from regionclip.detect.api import default_cache_dir, load_detector, load_rpn_checkpoint
+from regionclip.detect.api import default_cache_dir, load_detector
 from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
 from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.errors import CheckpointError, ConfigError, DataError
@@ -56,6 +56,7 @@ from regionclip.eval.protocol import Protocol, write_results
 from regionclip.eval.region_cls import region_accuracy
 from regionclip.precision import apply_precision, resolve_precision
 from regionclip.proposals.base import GivenBoxes, TopProposals
+from regionclip.proposals.loading import load_rpn
 from regionclip.regions import RegionEncoder
 from regionclip.tasks.inference import readable_batches
 from regionclip.tasks.train_detector import (
@@ -208,7 +209,7 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
         own_source = "rpn" if proposals.get("kind") == "rpn" else "gt"
         proposal_preset = cfg.rpn_preset or proposals.get("preset")
         if source == "rpn":
-            generator, _ = load_rpn_checkpoint(rpn_path, cfg.rpn_preset or "transfer")
+            generator, _ = load_rpn(rpn_path, cfg.rpn_preset or "transfer")
             detector.proposal_generator = generator.eval()
             proposal_preset = cfg.rpn_preset or "transfer"
         elif source == "gt":
@@ -228,7 +229,7 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
         preset_name = clip.preset.name
         if source == "rpn":
             proposal_preset = cfg.rpn_preset or "zero_shot"
-            generator, _ = load_rpn_checkpoint(rpn_path, proposal_preset)
+            generator, _ = load_rpn(rpn_path, proposal_preset)
         else:
             proposal_preset, generator = None, GivenBoxes()
         if recipe == "lvis":

@@ -31,8 +31,8 @@ from regionclip.io import atomic_write, atomic_write_json
 from regionclip.precision import apply_precision, resolve_precision
 from regionclip.pretrain.pseudo_labels import pseudo_label
 from regionclip.proposals.base import GivenBoxes
+from regionclip.proposals.loading import load_proposal_generator
 from regionclip.proposals.random_boxes import RandomBoxes
-from regionclip.proposals.rpn import load_proposal_generator
 from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch
 from regionclip.tasks.inference import readable_batches

@@ -42,13 +42,14 @@ from regionclip.data.ovd import COCO_OVD_CLASSES, OvdSplit
 from regionclip.data.sampling import repeat_factor_epochs, repeat_factors
 from regionclip.data.transforms import detector_train_transform
 from regionclip.detect import DetectionBatch, build_detector
-from regionclip.detect.api import default_cache_dir, load_rpn_checkpoint, save_detector
+from regionclip.detect.api import default_cache_dir, save_detector
 from regionclip.detect.config import DetectorConfig
 from regionclip.engine.data import map_style_batches
 from regionclip.engine.distributed import barrier
 from regionclip.engine.loop import TrainConfig, train
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.proposals.base import GivenBoxes
+from regionclip.proposals.loading import load_rpn
 from regionclip.regions import RegionEncoder
 from regionclip.structures import StepOutput
 from regionclip.tasks.run import setup_run
@@ -285,7 +286,7 @@ def proposal_source(kind: str, checkpoint: str | None, preset: str) -> tuple[nn.
         return GivenBoxes(), {"kind": "gt"}
 
     path = _check_file(checkpoint, "proposals.checkpoint (an rpn checkpoint; or set proposals.kind=gt)")
-    generator, rpn_config = load_rpn_checkpoint(path, preset)
+    generator, rpn_config = load_rpn(path, preset)
     generator.requires_grad_(False)
     return generator, {"kind": "rpn", "rpn": rpn_config, "preset": preset}
 

@@ -4,7 +4,7 @@ categories of target dataset"; §4.1 for the pretraining RPN).
 
 The run writes ``config.yaml`` (the resolved config), training checkpoints for exact resume, TensorBoard
 logs and, at the end, ``rpn.safetensors``: a regionclip checkpoint of kind ``rpn`` that rebuilds the RPN
-alone (:func:`regionclip.proposals.rpn.load_proposal_generator`). Base classes come from ``data.base_classes``
+alone (:func:`regionclip.proposals.loading.load_rpn`). Base classes come from ``data.base_classes``
 (a names file), else from the JSON's per-category ``"split"`` fields, else the COCO 48 base classes when the
 file has COCO's categories; ``data.classes: all`` trains on every category instead.
 """
