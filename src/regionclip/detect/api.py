@@ -86,6 +86,25 @@ def save_detector(
     CLIP text-tower tensors (keys as in the CLIP model) to make vocabularies encodable from this file alone.
     """
     state = {k: v for k, v in detector.state_dict().items() if not k.startswith("ensemble.")}
+    return write_detector_checkpoint(
+        path, state, cfg, clip_preset, proposals, train_classes, text_state, extra
+    )
+
+
+def write_detector_checkpoint(
+    path: str | Path,
+    state: dict[str, Tensor],
+    cfg: DetectorConfig,
+    clip_preset: Any,
+    proposals: dict,
+    train_classes: Sequence[str] | None = None,
+    text_state: dict[str, Tensor] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """The one writer of ``detector`` checkpoints (:func:`save_detector` from a model, ``regionclip convert``
+    from a converted state dict): ``state`` (detector keys) plus the text tower under ``text_encoder.*``, and
+    the config of the module doc; :func:`load_detector` is its reader."""
+    state = dict(state)
     for key, value in (text_state or {}).items():
         state[TEXT_KEY + key] = value
     config = {
