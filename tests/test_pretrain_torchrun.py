@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from regionclip.clip.checkpoint import load_clip, save_clip
-from regionclip.clip.model import create_model
+from regionclip.clip.checkpoint import create_model
 from regionclip.data.world import generate_world
 
 LAUNCHER = """
