@@ -48,7 +48,7 @@ def _photos(folder: Path) -> list[Path]:
 
 def bench_build(folder: Path) -> list[dict]:
     import regionclip
-    from regionclip.commands.train_detector import text_state
+    from regionclip.clip.checkpoint import text_state
     from regionclip.concepts import SIMPLE_TEMPLATES
     from regionclip.detect import DetectorConfig, build_detector
     from regionclip.detect.api import Detector, load_rpn_checkpoint, save_detector

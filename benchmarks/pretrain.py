@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from regionclip.clip.model import create_model
+from regionclip.clip.checkpoint import create_model
 from regionclip.data.pairs import WebDatasetPairs, pretrain_transform, webdataset_batches
 from regionclip.precision import apply_precision, resolve_precision
 from regionclip.pretrain.pseudo_labels import pseudo_label

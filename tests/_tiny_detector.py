@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 import regionclip
-from regionclip.commands.train_detector import text_state
+from regionclip.clip.checkpoint import text_state
 from regionclip.concepts import SIMPLE_TEMPLATES
 from regionclip.detect import DetectorConfig, build_detector
 from regionclip.detect.api import load_rpn_checkpoint, save_detector

@@ -19,7 +19,8 @@ from regionclip.clip.checkpoint import load_clip
 from regionclip.clip.model import CLIP
 from regionclip.clip.presets import get_preset
 from regionclip.convert import _rpn_tensors, infer_clip_preset, infer_rpn_config
-from regionclip.proposals.detectron2 import Detectron2RPNConfig, build_detectron2_rpn, load_detectron2_rpn
+from regionclip.proposals.detectron2 import Detectron2RPNConfig, build_detectron2_rpn
+from regionclip.proposals.loading import load_detectron2_rpn
 from regionclip.structures import ImageBatch
 
 TEXT_PREFIXES = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")

@@ -118,3 +118,42 @@ def test_wrong_checkpoint_kind_and_missing_demo(micro_folder, tmp_path, capsys, 
     code = main(["detect", "a.png", "--vocab", "cat", "--out", "o"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "regionclip demo" in err and "\n" not in err
+
+
+def test_batch_size_batches_images_and_keeps_results(micro_folder, tmp_path, monkeypatch):
+    from regionclip.detect.detector import OpenVocabDetector
+
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    for k, size in enumerate([(60, 80), (70, 50), (64, 64)]):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(imgs / f"im{k}.png")
+    (imgs / "im1b.png").write_bytes(b"not a png")  # unreadable: skipped, its batch goes on
+    seen = []
+    predict = OpenVocabDetector.predict
+
+    def recording(self, images, *args, **kwargs):
+        seen.append(len(images.image_sizes))
+        return predict(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(OpenVocabDetector, "predict", recording)
+    outputs = {}
+    for batch in (1, 2):
+        seen.clear()
+        out = tmp_path / f"out{batch}"
+        argv = ["detect", str(imgs), "--checkpoint", str(micro_folder), "--vocab", "cat,mug", "--no-png"]
+        assert main([*argv, "--out", str(out), "--batch-size", str(batch), *SMALL]) == 0
+        outputs[batch] = (json.loads((out / "detections.json").read_text()), list(seen))
+        summary = json.loads((out / "summary.json").read_text())
+        assert len(summary["images"]) == 3 and [s["file"] for s in summary["skipped"]] == [
+            str(imgs / "im1b.png")
+        ]
+    assert outputs[1][1] == [1, 1, 1]
+    assert outputs[2][1] == [2, 1]  # im0 + im1, then im1b (unreadable) + im2
+    one, two = outputs[1][0], outputs[2][0]
+    assert len(one) == len(two) > 0
+    for a, b in zip(one, two, strict=True):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=0.02) and a["score"] == pytest.approx(
+            b["score"], abs=1e-4
+        )

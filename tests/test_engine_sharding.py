@@ -107,7 +107,7 @@ def test_two_ranks_in_one_process_merge_to_the_one_process_results(
     monkeypatch,
 ):
     """The eval merge without torchrun: rank 1 runs first and its gathered share is handed to rank 0."""
-    import regionclip.commands.evaluate as evaluate
+    import regionclip.tasks.evaluate as evaluate
 
     root = world["root"]
     val = make_set(root, "val5f", 5, seed=7)

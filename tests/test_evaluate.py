@@ -190,3 +190,49 @@ def test_lvis_train_and_zero_shot_eval(world, tmp_path):  # noqa: F811
     for key in ("AP", "APr", "APc", "APf"):
         assert m[key] is None or math.isfinite(m[key]), key
     assert m["num_images"] == 3
+
+
+def _same(a: dict, b: dict, drop: tuple[str, ...]) -> None:
+    assert {k: v for k, v in a.items() if k not in drop} == {k: v for k, v in b.items() if k not in drop}
+
+
+def test_variants_of_one_pass_equal_separate_runs(world, detector_ckpt, tmp_path, capsys):  # noqa: F811
+    ckpt = ["--checkpoint", str(detector_ckpt), "score_thresh=0.0"]
+    plain = run_eval(world, tmp_path / "plain.json", *ckpt)
+    both = run_eval(world, tmp_path / "v.json", *ckpt, "variants=[sigmoid,ensemble,logit]")
+    assert "variants" not in plain and sorted(both["variants"]) == ["ensemble", "logit", "sigmoid"]
+    _same(both["metrics"], plain["metrics"], ("seconds",))  # the top-level fields are today's
+    _same(both["protocol"], plain["protocol"], ("date",))
+    assert (tmp_path / "v_detections.json").read_text() == (tmp_path / "plain_detections.json").read_text()
+    settings = {
+        "sigmoid": "score_fusion=sigmoid",
+        "logit": "score_fusion=logit",
+        "ensemble": "detector.ensemble=frozen",
+    }
+    for name, setting in settings.items():
+        alone = run_eval(world, tmp_path / f"{name}.json", *ckpt, setting)
+        variant = both["variants"][name]
+        _same(variant["metrics"], alone["metrics"], ("seconds",))
+        _same(variant["protocol"], alone["protocol"], ("date",))
+        assert Path(variant["detections"]).read_text() == (tmp_path / f"{name}_detections.json").read_text()
+    assert both["variants"]["sigmoid"]["protocol"]["score_fusion"] == "rpn-sigmoid-sqrt"
+    assert both["variants"]["ensemble"]["protocol"]["score_ensemble"] == "frozen"
+    # the scorings differ, so the comparison above could fail
+    assert both["variants"]["sigmoid"]["metrics"]["num_detections"] != plain["metrics"]["num_detections"] or (
+        Path(both["variants"]["sigmoid"]["detections"]).read_text()
+        != (tmp_path / "plain_detections.json").read_text()
+    )
+    assert "variant ensemble:" in capsys.readouterr().out
+
+
+def test_variants_bad_name_and_zero_shot_ensemble(world, tmp_path, capsys):  # noqa: F811
+    clip = world["root"] / "clip.safetensors"
+    zs = ["--checkpoint", str(clip), "--boxes", "gt", "templates=simple", "data.test_short_size=64",
+          "data.max_size=96"]  # fmt: skip
+    result = run_eval(world, tmp_path / "zs.json", *zs, "variants=[ensemble,none]")
+    assert "already the frozen model" in result["variants"]["ensemble"]["skipped"]
+    _same(result["variants"]["none"]["metrics"], result["metrics"], ())  # GT boxes: no fusion already
+    argv = ["eval", "--data", str(world["val"]), "--images", str(world["root"] / "val"), "--out",
+            str(tmp_path / "bad.json"), *zs, "variants=[rpn]"]  # fmt: skip
+    assert main(argv) == 2
+    assert "variants: expected names of" in capsys.readouterr().err

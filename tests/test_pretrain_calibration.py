@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from regionclip.clip.model import create_model
+from regionclip.clip import create_model
 from regionclip.pretrain.calibration import (
     UNDEFINED_BELOW,
     balance_loss_weights,

@@ -21,7 +21,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from regionclip.clip.model import create_model, freeze_stages
+from regionclip.clip.checkpoint import create_model
+from regionclip.clip.model import freeze_stages
 from regionclip.engine.distributed import all_gather_with_grad
 from regionclip.pretrain.losses import image_text_contrastive
 from regionclip.pretrain.task import PretrainBatch, PretrainTask, TextEncoder

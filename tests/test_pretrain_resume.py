@@ -19,8 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
-from regionclip.clip.checkpoint import load_clip, save_clip
-from regionclip.clip.model import create_model
+from regionclip.clip.checkpoint import create_model, load_clip, save_clip
 from regionclip.concepts import ConceptBank
 
 NAMES = ["cat", "dog", "car", "tree", "cup", "boat"]

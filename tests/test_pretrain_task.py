@@ -8,8 +8,8 @@ import functools
 import pytest
 import torch
 
-from regionclip.clip.checkpoint import load_clip
-from regionclip.clip.model import create_model, freeze_stages
+from regionclip.clip.checkpoint import create_model, load_clip
+from regionclip.clip.model import freeze_stages
 from regionclip.concepts import ConceptBank
 from regionclip.config import config_from_dict
 from regionclip.errors import RegionCLIPError

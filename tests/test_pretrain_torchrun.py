@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from regionclip.clip.checkpoint import load_clip, save_clip
-from regionclip.clip.model import create_model
+from regionclip.clip.checkpoint import create_model, load_clip, save_clip
 from regionclip.data.world import generate_world
 
 LAUNCHER = """

@@ -142,8 +142,8 @@ def test_train_detector_gt_proposals_and_lvis_masks(world, trained, tmp_path):
 def test_masked_detection_follows_the_flip():
     import tempfile
 
-    from regionclip.commands.train_detector import MaskedDetection
     from regionclip.data.coco import CocoDetection
+    from regionclip.data.masks import MaskedDetection
     from regionclip.data.transforms import Compose, RandomHorizontalFlip, ResizeShortestEdge
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from regionclip.checkpoint import load_state_dict_strict, save_checkpoint
+from regionclip.checkpoint import load_state_dict_strict
 from regionclip.errors import CheckpointError
 from regionclip.io import atomic_write_json
 
@@ -440,8 +440,8 @@ def _convert_detector(
 ) -> list[str]:
     """A ``detector`` checkpoint (format of :mod:`regionclip.detect.api`) from a finetuned checkpoint."""
     from regionclip.checkpoint import load_checkpoint
-    from regionclip.config import config_to_dict
-    from regionclip.detect.api import TEXT_KEY, load_detector
+    from regionclip.clip.checkpoint import text_state
+    from regionclip.detect.api import load_detector, write_detector_checkpoint
     from regionclip.detect.config import DetectorConfig
 
     box = "roi_heads.box_predictor."
@@ -475,22 +475,9 @@ def _convert_detector(
         rpn_ckpt = load_checkpoint(rpn_path, kind="rpn")
         det.update({"proposal_generator." + k: v for k, v in rpn_ckpt.state_dict.items()})
         proposals = {"kind": "rpn", "rpn": rpn_ckpt.config, "preset": "transfer"}
-    for key, value in clip_state.items():
-        if key.startswith(
-            ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
-        ):
-            det[TEXT_KEY + key] = value
-    config = {
-        "detector": config_to_dict(DetectorConfig(recipe="lvis" if mask_on else "coco", mask_on=mask_on)),
-        "clip_preset": clip_model.preset.to_dict(),
-        "proposals": proposals,
-        "train_classes": None,
-        "has_text_encoder": text_present,
-        "source": report.source,
-    }
-    if not text_present:
-        det = {k: v for k, v in det.items() if not k.startswith(TEXT_KEY)}
-    save_checkpoint(dst, det, "detector", config)
+    cfg = DetectorConfig(recipe="lvis" if mask_on else "coco", mask_on=mask_on)
+    text = text_state(clip_model) if text_present else None
+    write_detector_checkpoint(dst, det, cfg, clip_model.preset, proposals, None, text, {"source": report.source})
     load_detector(dst)  # the file must rebuild the detector exactly (strict keys and shapes)
     report.outputs["detector"] = str(dst)
     return used

@@ -246,8 +246,8 @@ def _world_paths(ctx: DemoContext) -> dict[str, str]:
 
 
 def stage_clip(ctx: DemoContext) -> dict:
-    from regionclip.commands.train_clip import TrainCLIPConfig
     from regionclip.engine.loop import TrainConfig
+    from regionclip.tasks.train_clip import TrainCLIPConfig
 
     p, paths = ctx.plan, _world_paths(ctx)
     out_dir = ctx.out / "clip"
@@ -322,9 +322,9 @@ def stage_concepts(ctx: DemoContext) -> dict:
 
 
 def stage_rpn(ctx: DemoContext) -> dict:
-    from regionclip.commands.train_rpn import RPNDataConfig, TrainRPNConfig
     from regionclip.engine.loop import TrainConfig
     from regionclip.proposals.config import RPNConfig
+    from regionclip.tasks.train_rpn import RPNDataConfig, TrainRPNConfig
 
     p, paths = ctx.plan, _world_paths(ctx)
     out_dir = ctx.out / "rpn"

@@ -38,7 +38,8 @@ from regionclip.pretrain.calibration import (
     teacher_top_probabilities,
 )
 from regionclip.pretrain.task import PretrainBatch, build_pretrain_task
-from regionclip.proposals.config import ProposalConfig, build_proposal_generator
+from regionclip.proposals.config import ProposalConfig
+from regionclip.proposals.loading import build_proposal_generator
 from regionclip.structures import ImageBatch, normalize_image
 
 CALIBRATION_VAL_IMAGES = 100  # val images for the object share f of the pretraining regions

@@ -56,7 +56,7 @@ def region_classification(ctx: DemoContext, checkpoint: str) -> dict:
 def _evaluate(ctx: DemoContext, name: str, split: str = "test", **fields) -> dict:
     """``regionclip eval`` on the world's ``split`` (test: the table's; val: development) at the demo's
     resolution; returns the results JSON (its detections lie next to it, ``<name>_detections.json``)."""
-    from regionclip.commands.evaluate import EvalConfig, EvalDataConfig
+    from regionclip.tasks.evaluate import EvalConfig, EvalDataConfig
 
     paths = _world_paths(ctx)
     out = ctx.out / "eval" / f"{name}.json"
@@ -110,15 +110,15 @@ def stage_zeroshot(ctx: DemoContext) -> dict:
 
 def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict:
     """Train a detector on base classes from the checkpoint of ``init_stage``; outputs in ``OUT/stage``."""
-    from regionclip.commands.train_detector import (
+    from regionclip.detect.config import DetectorConfig
+    from regionclip.engine.loop import TrainConfig
+    from regionclip.tasks.train_detector import (
         DetDataConfig,
         DetModelConfig,
         DetProposalConfig,
         TrainDetectorConfig,
         VocabularyConfig,
     )
-    from regionclip.detect.config import DetectorConfig
-    from regionclip.engine.loop import TrainConfig
 
     p, paths = ctx.plan, _world_paths(ctx)
     out_dir = ctx.out / stage

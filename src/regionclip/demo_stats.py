@@ -94,12 +94,12 @@ def region_hits(ctx: DemoContext, checkpoint: str, split: str = TABLE_SPLIT) -> 
     """Classify every GT box of ``split`` among every category name with the clip checkpoint, as ``regionclip
     eval --boxes gt`` does (its model builder, official templates with cleaned names, precision ``auto``), one
     image per forward (no padding effects); returns the per-region outcomes."""
-    from regionclip.commands.evaluate import EvalConfig, build_eval_model
-    from regionclip.commands.train_detector import template_set
     from regionclip.concepts import build_concept_bank
     from regionclip.data.coco import CocoDetection, collate_detection
     from regionclip.data.transforms import detector_test_transform
     from regionclip.precision import apply_precision, resolve_precision
+    from regionclip.tasks.evaluate import EvalConfig, build_eval_model
+    from regionclip.tasks.train_detector import template_set
 
     paths = _world_paths(ctx)
     size = ctx.plan.image_size

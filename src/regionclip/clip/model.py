@@ -16,8 +16,9 @@ from open_clip.tokenizer import SimpleTokenizer
 from torch import Tensor, nn
 from torchvision.ops import misc as tv_misc
 
-from regionclip.clip.presets import ModelPreset, get_preset
+from regionclip.clip.presets import ModelPreset
 from regionclip.precision import compute_region
+from regionclip.regions import encode_regions
 
 
 class FrozenBatchNorm2d(tv_misc.FrozenBatchNorm2d):
@@ -146,25 +147,9 @@ class CLIP(nn.Module):
 
         images: ``[B, 3, H, W]`` CLIP-normalised (padded) batch; boxes: ``list[Tensor[N_i, 4]]`` xyxy pixels.
         """
-        from regionclip.regions import encode_regions
-
         with compute_region(self, images.device.type):
             return encode_regions(self.visual, images, boxes, chunk_size=chunk_size).float()
 
     def similarity(self, image_features: Tensor, text_features: Tensor, temperature: float = 0.01) -> Tensor:
         """Cosine similarity logits ``[N, M]`` divided by ``temperature`` (RegionCLIP's fixed τ = 0.01)."""
         return F.normalize(image_features, dim=-1) @ F.normalize(text_features, dim=-1).t() / temperature
-
-
-def create_model(name: str, pretrained: str | None = None) -> CLIP:
-    """Build the CLIP preset ``name`` (see ``list_models()``), randomly initialised or from a local file.
-
-    pretrained: ``None`` or the path of an OpenAI-format checkpoint (TorchScript archive like ``RN50.pt``
-    or a plain state dict) or of a regionclip ``.safetensors`` CLIP checkpoint. The model is in eval mode.
-    """
-    model = CLIP(get_preset(name))
-    if pretrained is not None:
-        from regionclip.clip.checkpoint import load_clip_weights
-
-        load_clip_weights(model, pretrained)
-    return model.eval()

@@ -1,28 +1,14 @@
-"""``regionclip detect``: open-vocabulary detection on image files and folders; writes COCO-results JSON (every
-detection) and annotated PNGs (only the detections worth seeing: ``--show-score``, ``--show-top``; labels
-outside the boxes, a legend). ``--ensemble frozen`` ensembles the scores with the frozen initial classifier
-(:mod:`regionclip.detect.ensemble`). Unreadable images are reported and skipped."""
+"""``regionclip detect``: open-vocabulary detection on image files and folders; the task is
+:func:`regionclip.tasks.detect.detect` (writes COCO-results JSON, ``summary.json`` and annotated PNGs)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
-from tqdm import tqdm
 
 from regionclip.commands._options import add_ensemble_arguments, ensemble_from_args
-from regionclip.detect.api import Detector
-from regionclip.engine.distributed import DistInfo, cleanup
-from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
-from regionclip.errors import RegionCLIPError
-from regionclip.io import atomic_write, atomic_write_json
-from regionclip.precision import add_precision_argument, apply_precision, resolve_precision
-from regionclip.proposals.base import GivenBoxes
+from regionclip.precision import add_precision_argument
+from regionclip.tasks.detect import DEMO_CHECKPOINT, DetectConfig, detect
 from regionclip.vocab import parse_vocabulary, read_vocabulary_file
-
-DEMO_CHECKPOINT = Path("regionclip-demo/transfer_regionclip/detector.safetensors")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,136 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_precision_argument(parser)
 
 
-def collect_images(inputs: list[str]) -> tuple[list[Path], list[dict]]:
-    """Image files from files and folders (sorted); missing inputs are returned as skipped entries."""
-    files, skipped = [], []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.is_file():
-            files.append(path)
-        else:
-            skipped.append({"file": str(path), "reason": "not found"})
-    return files, skipped
-
-
-def default_checkpoint() -> Path:
-    """The demo's detector, the default of ``detect``, ``index`` and ``serve``; a clear error if absent."""
-    if not DEMO_CHECKPOINT.is_file():
-        raise RegionCLIPError(
-            f"no --checkpoint given and {DEMO_CHECKPOINT} does not exist: run `regionclip demo` to train one, "
-            "or pass --checkpoint (see docs/getting-started.md)"
-        )
-    return DEMO_CHECKPOINT
-
-
 def run(args: argparse.Namespace) -> int:
     names = (
         read_vocabulary_file(args.vocab_file)
         if args.vocab_file
         else parse_vocabulary(args.vocab, args.lvis_json)
     )
-    checkpoint = args.checkpoint or default_checkpoint()
-    files, skipped = collect_images(args.inputs)
-    if not files:
-        raise RegionCLIPError(f"no images found in {', '.join(args.inputs)}")
-    dist = inference_job(args.device)  # one process, or this rank of a torchrun job (images sharded)
-    try:
-        return _detect(args, names, checkpoint, files, skipped, dist)
-    finally:
-        cleanup()
-
-
-def _detect(
-    args: argparse.Namespace,
-    names: list[str],
-    checkpoint: Path | str,
-    files: list[Path],
-    skipped: list[dict],
-    dist: DistInfo,
-) -> int:
-    """Detection on this rank's share of ``files``; rank 0 writes the merged outputs."""
-    det = Detector.from_pretrained(
-        checkpoint, rpn=args.rpn, device=dist.device, min_size=args.min_size, max_size=args.max_size,
-        ensemble=ensemble_from_args(args),
-    )  # fmt: skip
-    if isinstance(det.model.proposal_generator, GivenBoxes):  # no RPN: every image would fail
-        raise RegionCLIPError(
-            f"{checkpoint}: has no RPN to propose regions; for a clip checkpoint give --rpn RPN_CHECKPOINT "
-            "(from `regionclip train-rpn` or `regionclip convert`)"
-        )
-    bank = det.vocabulary_bank(names)
-    precision = resolve_precision(args.precision, det.device, log=dist.is_main)
-    apply_precision(det.model, precision)  # after the (fp32) vocabulary
-    kwargs = {
-        k: v
-        for k, v in (("score_thresh", args.score_thresh), ("max_dets", args.max_dets), ("nms", args.nms))
-        if v is not None
-    }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    pngs = png_names(files)
-    done = []  # (index in files, image entry without id, COCO results without image id)
-    failed = []  # (index in files, skipped entry)
-    shard = shard_indices(len(files), dist)
-    for i in tqdm(shard, desc="detect", unit="img", file=sys.stderr, disable=not dist.is_main):
-        path = files[i]
-        try:
-            result = det([path], bank, **kwargs)[0]
-        except RegionCLIPError as err:
-            failed.append((i, {"file": str(path), "reason": str(err)}))
-            continue
-        w, h = result.image.size
-        png = None
-        if not args.no_png:
-            png = out / pngs[i]
-            drawing = result.plot(min_score=args.show_score, max_boxes=args.show_top)
-            atomic_write(png, lambda p, im=drawing: im.save(p, format="PNG"))
-        entry = {"file_name": str(path), "width": w, "height": h, "png": str(png) if png else None}
-        done.append((i, entry, result.to_coco(0)))
-    done = sorted(gather_lists(done, dist), key=lambda item: item[0])  # every rank's share, in input order
-    skipped += [entry for _, entry in sorted(gather_lists(failed, dist), key=lambda item: item[0])]
-    if not dist.is_main:
-        return 0
-    if not done:  # nothing could be read: an error, and earlier outputs in --out stay as they were
-        first = skipped[0]
-        why = first["reason"] if first["file"] in first["reason"] else f"{first['file']}: {first['reason']}"
-        raise RegionCLIPError(f"none of the {len(skipped)} images could be read (e.g. {why})")
-    results, images = [], []
-    for _, entry, coco in done:
-        image_id = len(images) + 1
-        images.append({"id": image_id, **entry})
-        results += [{**r, "image_id": image_id} for r in coco]
-    categories = [{"id": i + 1, "name": n} for i, n in enumerate(bank.names)]
-    atomic_write_json(out / "detections.json", results)
-    summary = {
-        "images": images,
-        "categories": categories,
-        "skipped": skipped,
-        "checkpoint": str(checkpoint),
-        "ensemble": det.model.ensemble.describe(bank.names) if det.model.ensemble is not None else None,
-        "drawn": {"min_score": args.show_score, "max_per_image": args.show_top},
-        "precision": precision.name,
-        "world_size": dist.world_size,
-    }
-    atomic_write_json(out / "summary.json", summary)
-    print(
-        f"{len(images)} images, {len(results)} detections -> {out / 'detections.json'}; {len(skipped)} skipped"
-    )
-    for entry in skipped:
-        print(f"  skipped {entry['file']}: {entry['reason']}", file=sys.stderr)
-    return 0
-
-
-def png_names(files: list[Path]) -> list[str]:
-    """The PNG name of each input: its stem, with ``_`` appended until unique (decided before sharding)."""
-    used: set[str] = set()
-    names = []
-    for path in files:
-        stem = path.stem
-        while stem in used:
-            stem += "_"
-        used.add(stem)
-        names.append(f"{stem}.png")
-    return names
+    fields = {k: v for k, v in vars(args).items() if k in DetectConfig.__dataclass_fields__}
+    return detect(DetectConfig(**{**fields, "ensemble": ensemble_from_args(args)}), names)

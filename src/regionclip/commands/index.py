@@ -36,12 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from regionclip.commands.detect import collect_images, default_checkpoint
     from regionclip.detect.api import Detector
     from regionclip.engine.distributed import barrier, cleanup
     from regionclip.engine.sharding import inference_job
     from regionclip.errors import RegionCLIPError
     from regionclip.region_index import build_index, model_identity, read_boxes_file
+    from regionclip.tasks.detect import collect_images, default_checkpoint
 
     if args.shard_size < 1:
         raise RegionCLIPError(f"--shard-size: expected a positive number of images, got {args.shard_size}")

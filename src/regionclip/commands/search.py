@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from regionclip.tasks.search import load_text_side
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("index", help="index folder written by `regionclip index`")
@@ -33,20 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-dets", type=int, default=None, help="detections per image")
     parser.add_argument("--nms", choices=["hard", "soft"], default=None, help="detections: per-class NMS")
     parser.add_argument("--no-png", action="store_true", help="write only the JSON files")
-
-
-def load_text_side(index, checkpoint: str | None = None):
-    """The :class:`Detector` whose text tower embeds queries for ``index`` (its backbone is never run);
-    a clear error if the checkpoint is not the model that built the index."""
-    from regionclip.detect.api import Detector
-    from regionclip.region_index import check_same_model, model_identity
-
-    model = index.model
-    path = checkpoint or model["checkpoint"]
-    rpn = model.get("rpn") if checkpoint is None else None
-    det = Detector.from_pretrained(path, rpn=rpn, min_size=model["min_size"], max_size=model["max_size"])
-    check_same_model(model, model_identity(det, path, rpn), index.folder / "index.json")
-    return det
 
 
 def run(args: argparse.Namespace) -> int:

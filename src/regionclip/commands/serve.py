@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from regionclip.commands.detect import default_checkpoint
     from regionclip.detect.api import Detector
     from regionclip.errors import RegionCLIPError
+    from regionclip.tasks.detect import default_checkpoint
 
     try:
         from regionclip.web.app import ServeConfig, create_app, serve_page

@@ -1,38 +1,13 @@
-"""``regionclip train-clip``: train a CLIP model on image-caption pairs (image-level contrastive loss).
-
-The miniature world uses it to make its teacher, standing in for OpenAI CLIP, which cannot be downloaded
-here. Images are resized and centre-cropped to the preset's input size, flipped at random, and paired with
-one of their captions at random. Writes ``OUT/clip.safetensors`` (a regionclip ``clip`` checkpoint) and
-``OUT/config.yaml``.
-"""
+"""``regionclip train-clip``: train a CLIP model on image-caption pairs (image-level contrastive loss); the
+task is :func:`regionclip.tasks.train_clip.train_clip` (writes ``OUT/clip.safetensors``)."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
-from pathlib import Path
 
-import torch
-
-from regionclip.config import config_to_dict, load_config, save_config
-from regionclip.engine.loop import TrainConfig
-from regionclip.engine.runs import claim_out_dir
+from regionclip.config import load_config
 from regionclip.precision import add_precision_argument, precision_overrides
-
-
-@dataclass
-class TrainCLIPConfig:
-    model: str = "RN-tiny"  # CLIP preset (see regionclip.list_models())
-    weights: str | None = None  # optional initial weights (OpenAI .pt or regionclip .safetensors)
-    captions_json: list[str] = field(default_factory=list)  # COCO captions JSON files of the training pairs
-    image_dir: list[str] = field(default_factory=list)  # image folder of each captions file (same order)
-    image_size: int | None = None  # training resolution; None = the preset's CLIP input size
-    flip: float = 0.5  # horizontal flip probability
-    out_dir: str = "runs/clip"  # output folder
-    device: str | None = None  # "cpu", "cuda" or None (CUDA when available)
-    train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(max_steps=2000, batch_size=64, lr=0.05, warmup_steps=100)
-    )  # optimisation
+from regionclip.tasks.train_clip import TrainCLIPConfig, train_clip  # noqa: F401  (re-exported)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,54 +20,3 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(TrainCLIPConfig, args.config, [*args.overrides, *precision_overrides(args)])
     train_clip(cfg)
     return 0
-
-
-def train_clip(cfg: TrainCLIPConfig) -> Path:
-    """Train and save; returns the checkpoint path."""
-    import regionclip
-    from regionclip.clip.checkpoint import save_clip
-    from regionclip.clip.train import CLIPTrainingTask
-    from regionclip.data.pairs import CocoCaptions
-    from regionclip.data.transforms import Compose, RandomHorizontalFlip, ResizeSquare
-    from regionclip.engine.data import map_style_batches
-    from regionclip.engine.distributed import init_distributed
-    from regionclip.engine.loop import train
-    from regionclip.errors import ConfigError
-    from regionclip.structures import normalize_image
-
-    if not cfg.captions_json or len(cfg.captions_json) != len(cfg.image_dir):
-        raise ConfigError(
-            "train-clip needs captions_json and image_dir lists of the same length, "
-            "e.g. captions_json=[world/annotations/captions_web.json] image_dir=[world/images/web]"
-        )
-    dist = init_distributed(cfg.device)
-    torch.manual_seed(cfg.train.seed)  # the initial weights (same on every rank), before anything random
-    model = regionclip.create_model(cfg.model, pretrained=cfg.weights)
-    size = cfg.image_size or model.preset.vision.image_size
-    transform = Compose([ResizeSquare(size), RandomHorizontalFlip(cfg.flip)])
-    parts = [
-        CocoCaptions(c, d, transform=transform) for c, d in zip(cfg.captions_json, cfg.image_dir, strict=True)
-    ]
-    dataset = torch.utils.data.ConcatDataset(parts)
-
-    def collate(samples):
-        images = torch.stack([normalize_image(s.image) for s in samples])
-        return images, model.tokenize([s.caption for s in samples])
-
-    make_batches = map_style_batches(
-        dataset, cfg.train.batch_size, cfg.train.seed, dist, collate, num_workers=cfg.train.num_workers
-    )
-    out = Path(cfg.out_dir)
-    if dist.is_main:
-        claim_out_dir(out)  # one run per output folder (engine/runs.py)
-        save_config(cfg, out / "config.yaml")
-    task = CLIPTrainingTask(model)
-    train(task, make_batches, cfg.train, out, dist, config_to_dict(cfg), desc="train-clip")
-    path = out / "clip.safetensors"
-    if dist.is_main:
-        save_clip(task.frozen_model(), path, {"trained_on": cfg.captions_json})
-        skipped = sum(sum(p.skipped.values()) for p in parts)
-        if skipped:
-            print(f"train-clip: skipped {skipped} unreadable samples")
-        print(f"train-clip: wrote {path}")
-    return path

@@ -297,13 +297,18 @@ class CocoDetection(torch.utils.data.Dataset):
         )
 
     def __getitem__(self, index: int) -> DetectionSample:
+        return self.first_readable(index, self.load)
+
+    def first_readable(self, index: int, load: Callable[[int], Any]) -> Any:
+        """``load(index)``; with ``skip_unreadable``, ``load`` of the next readable image after an unreadable
+        one (each skipped file recorded once in :attr:`unreadable`), the one rule of the training sets."""
         if not self.skip_unreadable:
-            return self.load(index)
+            return load(index)
         n = len(self)
         for k in range(n):
             j = (index + k) % n
             try:
-                return self.load(j)
+                return load(j)
             except DataError as err:
                 name = str(self.images[j]["file_name"])
                 if name not in self.unreadable:

@@ -34,6 +34,9 @@ from regionclip.checkpoint import (
     read_checkpoint_metadata,
     save_checkpoint,
 )
+from regionclip.clip.checkpoint import attach_text_tower, copy_text_tower, has_text_tower, load_clip
+from regionclip.clip.model import CLIP
+from regionclip.clip.presets import ModelPreset
 from regionclip.concepts import OFFICIAL_TEMPLATES, ConceptBank, build_concept_bank
 from regionclip.config import config_from_dict, config_to_dict
 from regionclip.data.images import open_image
@@ -43,11 +46,14 @@ from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
 from regionclip.detect.postprocess import Detections
 from regionclip.detect.visualize import DEFAULT_SHOW_SCORE, DEFAULT_SHOW_TOP, draw_detections
 from regionclip.errors import CheckpointError, RegionCLIPError
-from regionclip.proposals.base import GivenBoxes, ProposalGenerator
+from regionclip.proposals.base import GivenBoxes
+from regionclip.proposals.loading import build_rpn_from_config
+from regionclip.proposals.loading import (
+    load_rpn as load_rpn_checkpoint,  # the one RPN loader, by its old name
+)
 from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch, xyxy_to_xywh
 
-TEXT_PREFIXES = ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection")
 TEXT_KEY = "text_encoder."
 ZERO_SHOT_DETECTOR = {"nms": "hard", "nms_thresh": 0.5, "apply_box_deltas": False, "score_thresh": 0.05}
 
@@ -58,40 +64,6 @@ def default_cache_dir() -> Path:
 
 
 # ------------------------------------------------------------------------------------------ proposals
-
-
-def build_rpn_from_config(rpn_config: dict, preset: str | None) -> ProposalGenerator:
-    """An (unloaded) RPN from the config of an ``rpn`` checkpoint: detectron2 layout or ``train-rpn``'s."""
-    from regionclip.proposals.detectron2 import (
-        Detectron2RPNConfig,
-        build_detectron2_rpn,
-        is_detectron2_rpn_config,
-    )
-
-    if is_detectron2_rpn_config(rpn_config):
-        fields = dict(rpn_config["rpn"])
-        if preset is not None:
-            from regionclip.proposals.config import get_proposal_preset
-
-            p = get_proposal_preset(preset)
-            fields.update(nms_thresh=p.nms_thresh, post_nms_topk=p.post_nms_topk)
-        return build_detectron2_rpn(config_from_dict(Detectron2RPNConfig, fields))
-    from regionclip.proposals.config import RPNConfig
-    from regionclip.proposals.rpn import build_rpn
-
-    if "rpn" not in rpn_config:
-        raise CheckpointError("an 'rpn' checkpoint config without its 'rpn' section")
-    rpn = build_rpn(config_from_dict(RPNConfig, rpn_config["rpn"]), preset or "transfer", load_weights=False)
-    rpn.requires_grad_(False)
-    return rpn.eval()
-
-
-def load_rpn_checkpoint(path: str | Path, preset: str | None = None) -> tuple[ProposalGenerator, dict]:
-    """Any regionclip ``rpn`` checkpoint (converted detectron2 RPN or ``train-rpn``) and its config."""
-    ckpt = load_checkpoint(path, kind="rpn")
-    rpn = build_rpn_from_config(ckpt.config, preset)
-    load_state_dict_strict(rpn, ckpt.state_dict, str(path))
-    return rpn.eval(), ckpt.config
 
 
 # ------------------------------------------------------------------------------------ detector files
@@ -114,6 +86,25 @@ def save_detector(
     CLIP text-tower tensors (keys as in the CLIP model) to make vocabularies encodable from this file alone.
     """
     state = {k: v for k, v in detector.state_dict().items() if not k.startswith("ensemble.")}
+    return write_detector_checkpoint(
+        path, state, cfg, clip_preset, proposals, train_classes, text_state, extra
+    )
+
+
+def write_detector_checkpoint(
+    path: str | Path,
+    state: dict[str, Tensor],
+    cfg: DetectorConfig,
+    clip_preset: Any,
+    proposals: dict,
+    train_classes: Sequence[str] | None = None,
+    text_state: dict[str, Tensor] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """The one writer of ``detector`` checkpoints (:func:`save_detector` from a model, ``regionclip convert``
+    from a converted state dict): ``state`` (detector keys) plus the text tower under ``text_encoder.*``, and
+    the config of the module doc; :func:`load_detector` is its reader."""
+    state = dict(state)
     for key, value in (text_state or {}).items():
         state[TEXT_KEY + key] = value
     config = {
@@ -136,9 +127,6 @@ class LoadedDetector:
 
 
 def _clip_around(preset_dict: dict) -> Any:
-    from regionclip.clip.model import CLIP
-    from regionclip.clip.presets import ModelPreset
-
     return CLIP(ModelPreset.from_dict(preset_dict))
 
 
@@ -171,31 +159,12 @@ def load_detector(
     detector = build_detector(cfg, RegionEncoder(clip.visual), generator, state["train_class_embeddings"])
     load_state_dict_strict(detector, state, str(path))
     if text:
-        own = clip.state_dict()
-        missing = [k for k in own if not k.startswith("visual.") and k not in text and k != "logit_scale"]
-        if missing:
-            raise CheckpointError(f"{path}: text encoder incomplete (missing {missing[:3]})")
-        with torch.no_grad():
-            for key, value in text.items():
-                own[key].copy_(value)
+        copy_text_tower(clip, text, str(path))
     if ensemble is not None and ensemble.ensemble not in ("none", "frozen"):
         raise RegionCLIPError(f"ensemble: expected 'none' or 'frozen', got {ensemble.ensemble!r}")
     if ensemble is not None and ensemble.ensemble == "frozen":
         detector.ensemble = build_frozen_classifier(ensemble, detector.backbone, config, path)
     return LoadedDetector(detector.eval(), clip.eval(), bool(text), config)
-
-
-def _load_text_from_clip_file(clip: Any, path: Path) -> bool:
-    """Copy the text tower of the ``clip`` checkpoint ``path`` into ``clip``; whether it had a real one."""
-    ckpt = load_checkpoint(path, kind="clip")
-    if ckpt.config.get("text_tower", "present") == "missing":
-        return False
-    own = clip.state_dict()
-    with torch.no_grad():
-        for key, value in ckpt.state_dict.items():
-            if key.startswith(TEXT_PREFIXES) and key in own and own[key].shape == value.shape:
-                own[key].copy_(value)
-    return True
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -394,12 +363,10 @@ class Detector:
             has_text = loaded.has_text
             clip = loaded.clip
             if not has_text and (file.parent / "clip.safetensors").is_file():
-                has_text = _load_text_from_clip_file(clip, file.parent / "clip.safetensors")
+                has_text = attach_text_tower(clip, file.parent / "clip.safetensors")
             config = loaded.config
             detector = loaded.detector
         elif kind == "clip":
-            from regionclip.clip.checkpoint import load_clip
-
             if ensemble.ensemble != "none":
                 raise RegionCLIPError(
                     f"{file}: ensemble=frozen combines a fine-tuned detector with its frozen initial model; "
@@ -408,7 +375,7 @@ class Detector:
 
             clip = load_clip(file)
             config = load_checkpoint(file, kind="clip").config
-            has_text = config.get("text_tower", "present") != "missing"
+            has_text = has_text_tower(file)
             if rpn is not None:
                 generator, _ = load_rpn_checkpoint(rpn, preset="zero_shot")
                 fusion = "logit"

@@ -46,6 +46,26 @@ from regionclip.structures import ImageBatch, StepOutput, clip_boxes
 
 
 @dataclass
+class RegionScores:
+    """What :meth:`OpenVocabDetector.regions` computes once per batch for any number of scoring variants.
+
+    images: the batch on the detector's device; class_embeddings: ``[K, D]`` the vocabulary; proposals: one
+    :class:`Proposals` per image (objectness logits for the RPN-score fusion); res4s: ``[1, C4, h_i, w_i]`` per
+    image; embeddings: ``[R, D]`` region embeddings (R = all proposals of the batch, image-major); logits:
+    ``[R, K + 1]`` classifier logits (background last); boxes: ``[R, 4]`` xyxy input pixels, moved by the
+    regressor when box deltas apply.
+    """
+
+    images: ImageBatch
+    class_embeddings: Tensor
+    proposals: list[Proposals]
+    res4s: list[Tensor]
+    embeddings: Tensor
+    logits: Tensor
+    boxes: Tensor
+
+
+@dataclass
 class DetectionBatch:
     """A training batch of the detector.
 
@@ -250,33 +270,72 @@ class OpenVocabDetector(nn.Module):
         vocabulary (any K; normalised here; labels index its rows); given_boxes: per-image boxes ``[N_i, 4]``
         for a :class:`~regionclip.proposals.GivenBoxes` generator (ignored by an RPN). Keyword settings
         default to the build-time recipe (``None``); class_names: the K vocabulary names, needed only with
-        an attached ``ensemble`` (its per-class weights depend on whether a name is a training class). Returns one :class:`Detections` per image, in input
-        pixels of ``images`` (rescale to the original resolution outside).
+        an attached ``ensemble`` (its per-class weights depend on whether a name is a training class). Returns
+        one :class:`Detections` per image, in input pixels of ``images`` (rescale to the original resolution
+        outside). Equal to :meth:`regions` followed by :meth:`detections`.
         """
-        self._check_vocabulary(class_embeddings)
-        score_thresh = self.score_thresh if score_thresh is None else score_thresh
-        nms = self.nms if nms is None else nms
-        max_dets = self.max_dets if max_dets is None else max_dets
-        apply_box_deltas = self.apply_box_deltas if apply_box_deltas is None else apply_box_deltas
-        score_fusion = self.score_fusion if score_fusion is None else score_fusion
+        regions = self.regions(images, class_embeddings, given_boxes, apply_box_deltas=apply_box_deltas)
+        return self.detections(
+            regions, score_thresh=score_thresh, nms=nms, max_dets=max_dets, score_fusion=score_fusion,
+            class_names=class_names, ensemble=self.ensemble,
+        )  # fmt: skip
 
+    @torch.no_grad()
+    def regions(
+        self,
+        images: ImageBatch,
+        class_embeddings: Tensor,
+        given_boxes: list[Tensor] | None = None,
+        *,
+        apply_box_deltas: bool | None = None,
+    ) -> RegionScores:
+        """The per-image work of :meth:`predict` before any score fusion, ensemble or NMS: proposals, ``res4``,
+        region embeddings, classifier logits and (moved) boxes; post-process it with :meth:`detections`, as
+        often as there are scoring variants."""
+        self._check_vocabulary(class_embeddings)
+        apply_box_deltas = self.apply_box_deltas if apply_box_deltas is None else apply_box_deltas
         device = self.train_class_embeddings.device
         images = images.to(device)
+        class_embeddings = class_embeddings.to(device)
         proposals, res4s = self.inference_features(images, given_boxes)
         boxes = [p.boxes.float() for p in proposals]
         embeddings = self.embed_per_image(res4s, boxes)
-        logits = self.classifier(embeddings, class_embeddings.to(device))
+        logits = self.classifier(embeddings, class_embeddings)
         all_boxes = torch.cat(boxes)
         if apply_box_deltas:
             all_boxes = self.box_transform.decode(self.box_regressor(embeddings), all_boxes)
+        return RegionScores(images, class_embeddings, proposals, res4s, embeddings, logits, all_boxes)
+
+    @torch.no_grad()
+    def detections(
+        self,
+        regions: RegionScores,
+        *,
+        score_thresh: float | None = None,
+        nms: NmsKind | None = None,
+        max_dets: int | None = None,
+        score_fusion: ScoreFusion | None = None,
+        class_names: Sequence[str] | None = None,
+        ensemble: nn.Module | None = None,
+    ) -> list[Detections]:
+        """Detections per image of :meth:`regions`' output: the optional frozen-classifier ``ensemble`` (a
+        :class:`~regionclip.detect.ensemble.FrozenRegionClassifier`; None: the classifier's scores alone), the
+        RPN-score fusion, the score threshold, per-class NMS and the top ``max_dets`` (settings default to the
+        build-time recipe), then the masks of a mask head."""
+        score_thresh = self.score_thresh if score_thresh is None else score_thresh
+        nms = self.nms if nms is None else nms
+        max_dets = self.max_dets if max_dets is None else max_dets
+        score_fusion = self.score_fusion if score_fusion is None else score_fusion
+        images, proposals, res4s = regions.images, regions.proposals, regions.res4s
+        logits, all_boxes, embeddings = regions.logits, regions.boxes, regions.embeddings
         counts = [len(p) for p in proposals]
         probs: list[Tensor | None] = [None] * len(counts)
-        if self.ensemble is not None:  # frozen-classifier ensemble on the reported (clipped) boxes
+        if ensemble is not None:  # frozen-classifier ensemble on the reported (clipped) boxes
             reported = [
                 clip_boxes(b, s) for b, s in zip(all_boxes.split(counts), images.image_sizes, strict=True)
             ]
-            scores = self.ensemble(
-                logits, self.trunk_inputs(images), res4s, reported, class_embeddings.to(device), class_names
+            scores = ensemble(
+                logits, self.trunk_inputs(images), res4s, reported, regions.class_embeddings, class_names
             )
             probs = list(scores.split(counts))
         results = []

@@ -49,9 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from regionclip.checkpoint import read_checkpoint_metadata
-from regionclip.clip.checkpoint import load_clip, load_clip_weights
-from regionclip.clip.model import CLIP
-from regionclip.clip.presets import ModelPreset
+from regionclip.clip.checkpoint import load_clip
 from regionclip.errors import CheckpointError, ConfigError
 from regionclip.regions import RegionEncoder
 
@@ -220,10 +218,8 @@ def _load_visual(path: Path, preset_dict: dict) -> nn.Module:
                 f"{path}: is a '{kind}' checkpoint; the frozen classifier of ensemble=frozen is a 'clip' "
                 "checkpoint (the pretrained RegionCLIP student or a CLIP model)"
             )
-        model = load_clip(path)
-    else:
-        model = CLIP(ModelPreset.from_dict(preset_dict))
-        load_clip_weights(model, path)
+    preset = None if path.suffix == ".safetensors" else preset_dict  # a regionclip file knows its preset
+    model = load_clip(path, preset, what="the detector's clip_preset")
     return model.visual.eval()
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,32 +33,7 @@ from regionclip.engine.schedule import warmup_multistep
 from regionclip.errors import RegionCLIPError
 from regionclip.precision import apply_precision, resolve_precision, training_setting
 from regionclip.structures import StepOutput
-
-
-@dataclass
-class TrainConfig:
-    max_steps: int = 1000  # optimizer steps
-    batch_size: int = 2  # images per rank per step
-    optimizer: Literal["sgd", "adamw"] = (
-        "sgd"  # SGD (official RegionCLIP) or AdamW (CLIP training from scratch)
-    )
-    lr: float = 0.002  # base learning rate (official 0.002)
-    momentum: float = 0.9  # SGD momentum (AdamW: beta1; beta2 is 0.98 as in CLIP)
-    weight_decay: float = 1e-4  # applied to all trainable parameters, biases included (official)
-    warmup_steps: int = 1000  # linear warm-up length (official: 1000 pretraining, 5000 detection)
-    warmup_factor: float = 0.001  # LR multiplier at step 0
-    lr_milestones: tuple[float, ...] = (0.5, 0.875)  # LR x gamma at these fractions of max_steps
-    gamma: float = 0.1  # LR decay factor at each milestone
-    clip_grad_norm_per_param: float | None = None  # per-parameter grad-norm clip (official pretraining: 5.0)
-    checkpoint_every: int = 5000  # save training state every N steps (and at the end)
-    keep_last: int = 2  # training checkpoints kept
-    log_every: int = 20  # steps between logged scalars
-    precision: Literal["fp32", "bf16", "auto"] = "fp32"  # fp32, bf16 autocast + channels_last, or auto
-    amp: Literal["none", "bf16"] = "none"  # deprecated: "bf16" means precision bf16
-    channels_last: bool = True  # deprecated, no effect: channels_last follows precision (bf16)
-    seed: int = 0  # seeds model-side randomness and the data order
-    num_workers: int = 0  # DataLoader worker processes per rank
-    progress: bool = True  # rank-0 progress bar
+from regionclip.train_config import TrainConfig  # noqa: F401  (defined below the engine; imported from here too)
 
 
 @dataclass

@@ -77,6 +77,9 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def write_results(path: str | Path, metrics: dict[str, Any], protocol: Protocol) -> Path:
-    """Write ``{"metrics", "protocol"}`` as JSON (atomic); NaN/inf become ``null``."""
-    return atomic_write_json(path, _json_safe({"metrics": metrics, "protocol": protocol.to_dict()}))
+def write_results(
+    path: str | Path, metrics: dict[str, Any], protocol: Protocol, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write ``{"metrics", "protocol", **extra}`` as JSON (atomic); NaN/inf become ``null``."""
+    payload = {"metrics": metrics, "protocol": protocol.to_dict(), **(extra or {})}
+    return atomic_write_json(path, _json_safe(payload))

@@ -3,7 +3,7 @@
 A :class:`PretrainConfig` is loaded from a flat YAML file plus ``key.sub=value`` overrides with
 :func:`regionclip.config.load_config`; the resolved config is written next to the outputs and into the
 student checkpoint. ``configs/pretrain_rn50_cc3m.yaml`` holds the official hyper-parameters. It embeds the
-engine's :class:`~regionclip.engine.loop.TrainConfig` (a plain dataclass; this module is configuration, not
+engine's :class:`~regionclip.train_config.TrainConfig` (a plain dataclass; this module is configuration, not
 model code, so the import does not pull the engine into the model modules).
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from regionclip.engine.loop import TrainConfig
 from regionclip.proposals.config import ProposalConfig
+from regionclip.train_config import TrainConfig
 
 
 @dataclass

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from regionclip.clip.checkpoint import save_clip
-from regionclip.clip.model import CLIP, create_model, freeze_stages
+from regionclip.clip.checkpoint import create_model, save_clip
+from regionclip.clip.model import CLIP, freeze_stages
 from regionclip.clip.presets import ModelPreset
 from regionclip.concepts import ConceptBank, load_official_embeddings
 from regionclip.errors import ConfigError
@@ -264,7 +264,7 @@ def build_pretrain_task(cfg: PretrainConfig, gather: Gather | None = None) -> Pr
     image tower (official) unless another preset or weights file is given. ``gather``: the all-gather with
     gradients used by the image-text loss in a multi-process job (``cfg.loss.gather`` false disables it).
     """
-    from regionclip.proposals.config import build_proposal_generator
+    from regionclip.proposals.loading import build_proposal_generator
 
     m = cfg.model
     with torch.random.fork_rng(devices=[]):

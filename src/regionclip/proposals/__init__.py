@@ -2,9 +2,10 @@
 given boxes, all behind one interface (:class:`~regionclip.proposals.base.ProposalGenerator`)."""
 
 from regionclip.proposals.base import GivenBoxes, ProposalGenerator, Proposals
-from regionclip.proposals.config import ProposalConfig, RPNConfig, build_proposal_generator
+from regionclip.proposals.config import ProposalConfig, RPNConfig
+from regionclip.proposals.loading import build_proposal_generator, load_proposal_generator, load_rpn
 from regionclip.proposals.random_boxes import RandomBoxes
-from regionclip.proposals.rpn import ClassAgnosticRPN, build_rpn, load_proposal_generator
+from regionclip.proposals.rpn import ClassAgnosticRPN, build_rpn
 
 __all__ = [
     "ClassAgnosticRPN",
@@ -17,4 +18,5 @@ __all__ = [
     "build_proposal_generator",
     "build_rpn",
     "load_proposal_generator",
+    "load_rpn",
 ]

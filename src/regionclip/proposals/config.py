@@ -1,16 +1,18 @@
 """Typed configs of the proposal generators, the three official proposal presets, and
-:func:`build_proposal_generator` (method reference §4.1 pretraining, §6.1 transfer, §7 zero-shot).
+:func:`regionclip.proposals.loading.build_proposal_generator` builds them (method reference §4.1 pretraining, §6.1 transfer, §7 zero-shot).
 
-A *proposal preset* fixes what a frozen RPN returns per image at inference (pre-NMS top-k on objectness
-logits, NMS threshold, post-NMS top-k) and how many of those a consumer in training mode samples uniformly:
+A *proposal preset* fixes what a frozen RPN returns per image (pre-NMS top-k on objectness logits, NMS
+threshold, post-NMS top-k), in training and in eval mode alike: the official offline RPN always runs in eval
+mode. Sub-sampling the proposals is the consumer's business (pretraining: ``loss.regions_per_image``, the
+official ``PRETRAIN_SAMPLE_REGIONS`` = 100 picked uniformly by the pretraining task, method reference §4.1):
 
-========== =========== ===== ============ ======================================
-preset     pre-NMS     NMS   post-NMS     training-mode sampling
-========== =========== ===== ============ ======================================
-pretraining 6000       0.5   300          100 per image (``torch.randperm``)
-transfer    6000       0.7   1000         none (all 1000, also in training)
-zero_shot   6000       0.9   1000         none
-========== =========== ===== ============ ======================================
+=========== =========== ===== ============
+preset      pre-NMS     NMS   post-NMS
+=========== =========== ===== ============
+pretraining 6000        0.5   300
+transfer    6000        0.7   1000
+zero_shot   6000        0.9   1000
+=========== =========== ===== ============
 
 (The official pretraining RPN is an FPN with 1000 pre-NMS boxes per level; this project's RPN has one
 stride-16 level, like the official C4 ``rpn_coco_48``, whose pre-NMS top-k is 6000.)
@@ -31,15 +33,12 @@ class ProposalPreset:
     pre_nms_topk: int  # boxes with the highest objectness logits kept before NMS
     nms_thresh: float  # IoU threshold of the class-agnostic NMS
     post_nms_topk: int  # boxes kept after NMS (sorted by objectness)
-    sample_in_training: int  # when > 0: boxes sampled uniformly per image while the consumer trains
 
 
 PROPOSAL_PRESETS: dict[str, ProposalPreset] = {
-    "pretraining": ProposalPreset(
-        pre_nms_topk=6000, nms_thresh=0.5, post_nms_topk=300, sample_in_training=100
-    ),
-    "transfer": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.7, post_nms_topk=1000, sample_in_training=0),
-    "zero_shot": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.9, post_nms_topk=1000, sample_in_training=0),
+    "pretraining": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.5, post_nms_topk=300),
+    "transfer": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.7, post_nms_topk=1000),
+    "zero_shot": ProposalPreset(pre_nms_topk=6000, nms_thresh=0.9, post_nms_topk=1000),
 }
 
 
@@ -84,19 +83,3 @@ class ProposalConfig:
     rpn_checkpoint: str | None = None  # a `regionclip train-rpn` checkpoint (kind "rpn")
     preset: PresetName = "transfer"  # proposal preset of the RPN (see the module doc)
     random: RandomBoxesConfig = field(default_factory=RandomBoxesConfig)  # settings of kind "random"
-
-
-def build_proposal_generator(cfg: ProposalConfig):
-    """The frozen proposal generator described by ``cfg`` (an RPN from its checkpoint, random or given boxes)."""
-    from regionclip.proposals.base import GivenBoxes
-    from regionclip.proposals.random_boxes import RandomBoxes
-    from regionclip.proposals.rpn import load_proposal_generator
-
-    if cfg.kind == "rpn":
-        if not cfg.rpn_checkpoint:
-            raise ConfigError("proposals.kind is 'rpn' but proposals.rpn_checkpoint is not set")
-        return load_proposal_generator(cfg.rpn_checkpoint, cfg.preset)
-    if cfg.kind == "random":
-        r = cfg.random
-        return RandomBoxes(r.count, r.min_size, r.grid, r.same_for_batch, r.seed, style=r.style)
-    return GivenBoxes()

@@ -387,30 +387,3 @@ def save_detectron2_rpn(rpn: Detectron2RPN, cfg: Detectron2RPNConfig, path, extr
 def is_detectron2_rpn_config(config: dict) -> bool:
     """Whether a loaded ``rpn`` checkpoint's config describes a detectron2-layout RPN of this module."""
     return config.get("family") == "detectron2"
-
-
-def load_detectron2_rpn(path, preset: str | None = None, overrides: dict | None = None) -> Detectron2RPN:
-    """Build and load a detectron2-layout RPN from a regionclip ``rpn`` checkpoint.
-
-    preset: a proposal preset name (``pretraining``, ``transfer``, ``zero_shot``; see
-    :mod:`regionclip.proposals.config`) whose NMS threshold and post-NMS top-k replace the stored ones
-    (the pre-NMS top-k stays the architecture's: 6000 for C4, 1000 per level for FPN, as official).
-    overrides: further fields to change, e.g. ``{"nms_thresh": 0.9, "post_nms_topk": 300}``.
-    """
-    from regionclip.checkpoint import load_checkpoint, load_state_dict_strict
-    from regionclip.config import config_from_dict
-    from regionclip.errors import CheckpointError
-
-    ckpt = load_checkpoint(path, kind="rpn")
-    if not is_detectron2_rpn_config(ckpt.config):
-        raise CheckpointError(f"{path}: an 'rpn' checkpoint but not a detectron2-layout RPN")
-    fields = dict(ckpt.config["rpn"])
-    if preset is not None:
-        from regionclip.proposals.config import get_proposal_preset
-
-        p = get_proposal_preset(preset)
-        fields.update(nms_thresh=p.nms_thresh, post_nms_topk=p.post_nms_topk)
-    cfg = config_from_dict(Detectron2RPNConfig, {**fields, **(overrides or {})})
-    rpn = build_detectron2_rpn(cfg)
-    load_state_dict_strict(rpn, ckpt.state_dict, str(path))
-    return rpn.eval()

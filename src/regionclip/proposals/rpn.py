@@ -11,9 +11,8 @@ losses summed over sampled anchors and divided by ``256 x images``).
 Inference per image (detectron2 ``find_top_rpn_proposals`` on one level): the ``pre_nms_topk`` highest
 objectness logits, decoded boxes clipped to the unpadded image, non-finite and empty boxes removed, NMS,
 the ``post_nms_topk`` best kept. :class:`Proposals` carry the raw objectness *logits* (the detector's
-RPN-score fusion uses the logit, §6.5). With a preset whose ``sample_in_training`` is positive
-(pretraining: 100 of 300), a generator in training mode returns that many proposals per image picked
-uniformly at random with ``torch.randperm``; in eval mode it returns all of them.
+RPN-score fusion uses the logit, §6.5). Training and eval mode return the same proposals (the official
+offline RPN always runs in eval mode); the pretraining task samples its 100 regions per image itself.
 
 Train/eval: the networks have no mode-dependent layers (frozen BatchNorm, no dropout) and :meth:`train` keeps
 every submodule in eval mode regardless, so a frozen RPN inside a training task behaves as the official
@@ -109,7 +108,7 @@ class ClassAgnosticRPN(ProposalGenerator):
 
     trunk: image batch -> feature map ``[B, C, H/16, W/16]``; head: torchvision ``RPNHead`` with A anchors;
     cell_anchors: ``[A, 4]`` anchors centred at (0, 0) (xyxy pixels), placed every 16 pixels;
-    preset: inference top-k / NMS / training-mode sampling. ``compute_dtype``: autocast dtype of the trunk
+    preset: inference top-k / NMS. ``compute_dtype``: autocast dtype of the trunk
     and head (``None``: fp32; see :mod:`regionclip.precision`); logits and deltas are float32.
     """
 
@@ -141,7 +140,7 @@ class ClassAgnosticRPN(ProposalGenerator):
         self.min_size = min_size
 
     def train(self, mode: bool = True) -> ClassAgnosticRPN:
-        """Set this generator's ``training`` flag (training-mode sampling); submodules always stay in eval."""
+        """Set this generator's ``training`` flag; submodules always stay in eval (the outputs do not change)."""
         self.training = mode
         for module in self.children():
             module.eval()
@@ -174,12 +173,7 @@ class ClassAgnosticRPN(ProposalGenerator):
         logits, deltas, anchors = self.predict(images)
         out = []
         for i, size in enumerate(images.image_sizes):
-            proposals = self._select(logits[i].float(), deltas[i].float(), anchors, size)
-            if self.training and self.preset.sample_in_training > 0:
-                keep = torch.randperm(len(proposals), device=proposals.boxes.device)
-                keep = keep[: self.preset.sample_in_training]
-                proposals = Proposals(proposals.boxes[keep], proposals.objectness[keep])
-            out.append(proposals)
+            out.append(self._select(logits[i].float(), deltas[i].float(), anchors, size))
         return out
 
     def _select(self, logits: Tensor, deltas: Tensor, anchors: Tensor, size: tuple[int, int]) -> Proposals:
@@ -256,7 +250,8 @@ def build_trunk(cfg: RPNConfig, load_weights: bool = True) -> nn.Module:
     kind, arch = _parse_trunk(cfg.trunk)
     weights = cfg.trunk_weights if load_weights else None
     if kind == "clip":
-        from regionclip.clip.model import create_model, freeze_stages
+        from regionclip.clip.checkpoint import create_model
+        from regionclip.clip.model import freeze_stages
 
         model = create_model(arch, pretrained=weights)
         visual = model.visual
@@ -326,23 +321,3 @@ def load_rpn_config(path: str | Path) -> RPNConfig:
     if "rpn" not in ckpt.config:
         raise CheckpointError(f"{path}: an 'rpn' checkpoint without its 'rpn' config")
     return config_from_dict(RPNConfig, ckpt.config["rpn"])
-
-
-def load_proposal_generator(path: str | Path, preset_name: str = "transfer") -> ProposalGenerator:
-    """Rebuild a trained RPN from its checkpoint alone, frozen (no gradients) and in eval mode.
-
-    A ``train-rpn`` checkpoint gives a :class:`ClassAgnosticRPN`; a converted official detectron2 RPN
-    (config ``family: detectron2``) is handed to :func:`regionclip.proposals.detectron2.load_detectron2_rpn`.
-    """
-    ckpt = load_checkpoint(path, kind="rpn")
-    if ckpt.config.get("family") == "detectron2":
-        from regionclip.proposals.detectron2 import load_detectron2_rpn
-
-        return load_detectron2_rpn(path, preset_name)
-    if "rpn" not in ckpt.config:
-        raise CheckpointError(f"{path}: an 'rpn' checkpoint without its 'rpn' config")
-    cfg = config_from_dict(RPNConfig, ckpt.config["rpn"])
-    rpn = build_rpn(cfg, preset_name, load_weights=False)
-    load_state_dict_strict(rpn, ckpt.state_dict, str(path))
-    rpn.requires_grad_(False)
-    return rpn.eval()

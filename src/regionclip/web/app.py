@@ -102,8 +102,8 @@ def create_app(
     lock = threading.Lock()  # one inference at a time (the model is shared)
     index = searcher = index_det = None
     if index_folder is not None:
-        from regionclip.commands.search import load_text_side
         from regionclip.region_index import RegionSearcher, ivf_cache_path, load_index
+        from regionclip.tasks.search import load_text_side
 
         index = load_index(index_folder)
         index_det = load_text_side(index)
