@@ -150,7 +150,12 @@ def object_share(ctx: DemoContext, n_images: int = CALIBRATION_VAL_IMAGES) -> di
         if boxes.numel() and sample.boxes.numel():
             objects += int((box_iou(boxes, sample.boxes).max(dim=1).values >= 0.5).sum())
         total += int(boxes.shape[0])
-    return {"images": min(n_images, len(dataset)), "regions": total, "objects": objects, "f": objects / total}
+    return {
+        "images": min(n_images, len(dataset)),
+        "regions": total,
+        "objects": objects,
+        "f": objects / max(1, total),
+    }
 
 
 def _train_batches(ctx: DemoContext, tokenize, n_images: int, batch: int) -> list[PretrainBatch]:
@@ -177,7 +182,8 @@ def stage_calibrate(ctx: DemoContext) -> dict:
     task = build_pretrain_task(cfg)
     batches = _train_batches(ctx, teacher.tokenize, CALIBRATION_TRAIN_IMAGES, ctx.plan.pretrain_batch)
     top = torch.cat([teacher_top_probabilities(task, b) for b in batches])
-    threshold = kept_fraction_threshold(top, share["f"])
+    # at least one region's worth kept: a world whose proposals hit no object at all keeps the most confident
+    threshold = kept_fraction_threshold(top, max(share["f"], 1.0 / top.numel()))
     # gradient norms on the first batch with the calibrated threshold, at the official weights 1, 1, 1
     task.threshold = threshold
     torch.manual_seed(ctx.seed)
