@@ -11,7 +11,7 @@ import pytest
 
 from regionclip.commands.train_detector import TrainDetectorConfig
 from regionclip.demo import PLANS, DemoContext, _concept_captions, apply_stage_overrides
-from regionclip.demo_ablations import VARIANTS, run_ablations, select, variant_context
+from regionclip.demo.ablations import VARIANTS, run_ablations, select, variant_context
 from regionclip.detect.config import resolve_recipe
 from regionclip.errors import RegionCLIPError
 from regionclip.pretrain.config import PretrainConfig

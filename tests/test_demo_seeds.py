@@ -9,7 +9,7 @@ import json
 import pytest
 
 from regionclip.demo import PLANS
-from regionclip.demo_seeds import run_seeds, seeds_results
+from regionclip.demo.seeds import run_seeds, seeds_results
 from regionclip.errors import RegionCLIPError
 from regionclip.results_table import results_block
 

@@ -16,8 +16,8 @@ from PIL import Image
 from regionclip.clip import create_model
 from regionclip.clip.checkpoint import save_clip
 from regionclip.demo import PLANS, DemoContext, _world_paths, apply_stage_overrides
-from regionclip.demo_eval import best_transfer, format_table
-from regionclip.demo_stats import ROW_SPECS, bootstrap_rows, detections_path, region_hits, region_intervals
+from regionclip.demo.evaluation import best_transfer, format_table
+from regionclip.demo.stats import ROW_SPECS, bootstrap_rows, detections_path, region_hits, region_intervals
 from regionclip.errors import ConfigError, RegionCLIPError
 from regionclip.eval.coco import evaluate_detections
 from regionclip.results_table import results_table

@@ -222,7 +222,7 @@ def replace_block(text: str, content: str, start: str = BLOCK_START, end: str = 
 
 
 # ------------------------------------------------------------------------------------------------ ablations
-# results["ablations"] (``regionclip demo --ablations``, :mod:`regionclip.demo_ablations`)::
+# results["ablations"] (``regionclip demo --ablations``, :mod:`regionclip.demo.ablations`)::
 #
 #     {"confidence": 0.95, "columns": [{"key": "region_top1_all", "label": "zero-shot region top-1, all"}, ...],
 #      "delta": "AP50 novel",  # what the diff column is

@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.readme}: {'updated' if changed else 'already agrees'} from {args.update_readme}")
         return 0
     if args.seeds is not None:
-        from regionclip.demo_seeds import run_seeds
+        from regionclip.demo.seeds import run_seeds
 
         run_seeds(args.size, args.out, args.seeds, args.device)
         return 0
     if args.ablations is not None:
-        from regionclip.demo_ablations import run_ablations
+        from regionclip.demo.ablations import run_ablations
 
         run_ablations(args.size, args.out, args.seed, args.device, groups=args.ablations)
         return 0

@@ -17,7 +17,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from regionclip.demo import WORLD_SEED, DemoPlan, run_demo
+from regionclip.demo.context import WORLD_SEED, DemoPlan
+from regionclip.demo.run import run_demo
 from regionclip.errors import RegionCLIPError
 from regionclip.eval.seeds import aggregate_seeds
 from regionclip.io import atomic_write_json, atomic_write_text

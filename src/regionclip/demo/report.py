@@ -6,8 +6,8 @@ import datetime
 import os
 import platform
 
-from regionclip.demo import DemoContext
-from regionclip.demo_calibrate import calibration_markdown
+from regionclip.demo.calibrate import calibration_markdown
+from regionclip.demo.context import DemoContext
 from regionclip.results_table import ABLATIONS_END, ABLATIONS_START, ablation_block, results_block
 
 

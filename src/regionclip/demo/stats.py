@@ -10,7 +10,7 @@ next to each results JSON (``OUT/eval/<name>_detections.json``), matched once ag
 dicts in the format of :mod:`regionclip.results_table` (``name``, ``clip`` / ``regionclip`` / ``diff``
 intervals ``{point, lo, hi}``, percent).
 
-Which evaluation feeds which row is the table :data:`ROW_SPECS` (eval names as :func:`regionclip.demo_eval.
+Which evaluation feeds which row is the table :data:`ROW_SPECS` (eval names as :func:`regionclip.demo.evaluation.
 _evaluate` writes them); a row whose detections file is missing is a one-line error naming the file.
 """
 
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from regionclip.demo import DemoContext, _world_paths
+from regionclip.demo.context import DemoContext, _world_paths
 from regionclip.errors import RegionCLIPError
 from regionclip.eval.bootstrap import (
     Ap50Cache,

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torchvision.ops import box_iou
 
-from regionclip.demo import DemoContext, _cli, _world_paths
+from regionclip.demo.context import DemoContext, _cli, _world_paths
 from regionclip.io import atomic_write_text
 
 QUERIES = 5  # novel class names searched

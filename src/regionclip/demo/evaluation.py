@@ -11,7 +11,7 @@ import os
 import platform
 from pathlib import Path
 
-from regionclip.demo import (
+from regionclip.demo.context import (
     OFFICIAL_DETECTOR,
     DemoContext,
     _cli,
@@ -21,7 +21,7 @@ from regionclip.demo import (
     n_test_images,
     scaled_warmup,
 )
-from regionclip.demo_report import _cpu
+from regionclip.demo.report import _cpu
 from regionclip.io import atomic_write, atomic_write_json, atomic_write_text
 
 MODELS = (("CLIP", "clip"), ("RegionCLIP", "pretrain"))  # (label, stage holding its clip checkpoint)
@@ -208,7 +208,7 @@ def stage_ensemble(ctx: DemoContext) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# report: every row on the test split with its bootstrap interval (regionclip.demo_stats)
+# report: every row on the test split with its bootstrap interval (regionclip.demo.stats)
 
 # the scoring of each transfer row group: Detector.from_pretrained keywords drawing it the same way
 TRANSFER_SCORING = {
@@ -221,7 +221,7 @@ TRANSFER_SCORING = {
 def comparison_rows(ctx: DemoContext) -> list[dict]:
     """The results rows (:mod:`regionclip.results_table` format: ``name``, ``clip`` / ``regionclip`` /
     ``diff`` intervals, percent) on the test split, with 95% bootstrap intervals over test images."""
-    from regionclip.demo_stats import bootstrap_rows
+    from regionclip.demo.stats import bootstrap_rows
 
     return bootstrap_rows(ctx)
 
@@ -320,8 +320,8 @@ def machine() -> dict:
 
 
 def stage_report(ctx: DemoContext) -> dict:
-    from regionclip.demo_report import results_markdown
-    from regionclip.demo_stats import BOOTSTRAP, TABLE_SPLIT
+    from regionclip.demo.report import results_markdown
+    from regionclip.demo.stats import BOOTSTRAP, TABLE_SPLIT
     from regionclip.plots import comparison_chart
 
     rows = comparison_rows(ctx)

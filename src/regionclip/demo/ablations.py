@@ -14,7 +14,7 @@ Rows (:data:`VARIANTS`): pretraining supervision (none = the teacher / image-tex
 losses (contrastive / distillation / both), teacher vs student capacity (an ``RN-small`` student, initialised
 from an ``RN-small`` CLIP trained on the web pairs like the teacher, taught by the ``RN-tiny`` teacher), and
 focal scaling / background weight on or off in transfer (RegionCLIP initialisation). Metrics on the test
-split with 95% bootstrap intervals (:mod:`regionclip.demo_stats`): zero-shot region top-1 on GT boxes (all,
+split with 95% bootstrap intervals (:mod:`regionclip.demo.stats`): zero-shot region top-1 on GT boxes (all,
 novel) and zero-shot AP50 novel on RPN boxes for the pretraining rows, novel / base AP50 for the transfer
 rows, and each row's paired difference to the default in novel AP50.
 
@@ -35,15 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from regionclip.demo import (
-    DemoContext,
-    DemoPlan,
-    _stages,
-    demo_context,
-    n_test_images,
-    run_stages,
-)
-from regionclip.demo_stats import (
+from regionclip.demo.context import DemoContext, DemoPlan, n_test_images
+from regionclip.demo.run import _stages, demo_context, run_stages
+from regionclip.demo.stats import (
     BOOTSTRAP,
     TABLE_SPLIT,
     ap50_cache,
@@ -57,7 +51,7 @@ from regionclip.io import atomic_write_json, atomic_write_text
 from regionclip.plots import interval_chart
 from regionclip.results_table import ABLATIONS_END, ABLATIONS_START, ablation_block, replace_block
 
-ZEROSHOT_RPN_EVAL = "zeroshot_{stage}_rpn"  # the zero-shot eval on RPN boxes of a model stage (demo_eval)
+ZEROSHOT_RPN_EVAL = "zeroshot_{stage}_rpn"  # the zero-shot eval on RPN boxes of a model stage (regionclip.demo.evaluation)
 TRANSFER_EVAL = "transfer_regionclip"  # the RegionCLIP-init detector's eval (classifier alone, COCO recipe)
 COLUMNS = [
     {"key": "region_top1_all", "label": "zero-shot region top-1, all (GT boxes)"},
@@ -274,7 +268,7 @@ def run_ablations(
 ) -> dict[str, Any]:
     """Run (or resume) the default plan in ``out_dir``, then every selected variant; write the ablation
     table (see the module doc) and return the ablations dict."""
-    from regionclip.demo_eval import machine
+    from regionclip.demo.evaluation import machine
 
     start = time.perf_counter()
     out = Path(out_dir)

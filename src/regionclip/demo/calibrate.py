@@ -1,9 +1,5 @@
 """The demo's teacher report and calibration stage (issue 12's plan, docs/world.md "Plan for issue 12").
 
-- :func:`teacher_report`: the paper's Fig. 1(b) in miniature for the teacher CLIP: its image-level zero-shot
-  top-1 on the held-out web images (``web_val``, never trained on), next to its region top-1 on GT boxes of
-  val scenes (measured in the ``zeroshot`` stage) and its image-to-text top-1 at batch 8 on val scene pairs
-  (how well its text tower reads the pretraining captions' language).
 - :func:`stage_calibrate`: the scale-matched pretraining settings, computed once from val and the first train
   images, never from a CLIP-vs-RegionCLIP number: τ_PL = 1 / the teacher's logit scale; the share ``f`` of
   the pretraining regions (RPN proposals of the pretraining preset) that are objects (IoU >= 0.5 to a GT box,
@@ -13,22 +9,17 @@
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 from torchvision.ops import box_iou
 
 from regionclip.clip.checkpoint import load_clip
-from regionclip.concepts import build_concept_bank
 from regionclip.data.coco import CocoDetection
-from regionclip.data.images import open_image
 from regionclip.data.pairs import CocoCaptions, pretrain_transform
-from regionclip.data.transforms import ResizeSquare, detector_test_transform
-from regionclip.demo import DemoContext, _world_paths, pretrain_config
+from regionclip.data.transforms import detector_test_transform
+from regionclip.demo.context import DemoContext, _world_paths
+from regionclip.demo.stages import pretrain_config
 from regionclip.pretrain.calibration import (
     LOSS_WEIGHT_KEYS,
     balance_loss_weights,
@@ -40,96 +31,11 @@ from regionclip.pretrain.calibration import (
 from regionclip.pretrain.task import PretrainBatch, build_pretrain_task
 from regionclip.proposals.config import ProposalConfig
 from regionclip.proposals.loading import build_proposal_generator
-from regionclip.structures import ImageBatch, normalize_image
+from regionclip.structures import ImageBatch
 
 CALIBRATION_VAL_IMAGES = 100  # val images for the object share f of the pretraining regions
 CALIBRATION_TRAIN_IMAGES = 200  # train images whose regions give the threshold quantile
 LOSS_RATIO = 10.0  # the loss-weight rule's ratio of gradient norms
-
-
-def _square_images(paths: list[Path], size: int) -> torch.Tensor:
-    """CLIP's image-level input: ``[N, 3, size, size]`` normalised (shorter side resized, centre crop)."""
-    square = ResizeSquare(size)
-    out = []
-    for path in paths:
-        image, _ = square(open_image(path), torch.zeros(0, 4))
-        pixels = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-        out.append(normalize_image(pixels))
-    return torch.stack(out)
-
-
-@torch.no_grad()
-def image_zero_shot(
-    model, captions_json: str, image_dir: str, names: list[str], ids: list[int], cache_dir: Path
-) -> dict:
-    """Image-level zero-shot top-1 (percent) over ``names``: an image counts as right when the predicted name
-    is one of the categories it shows (``category_ids`` of its captions); also on single-object images.
-    ids: the category id of each name."""
-    data = json.loads(Path(captions_json).read_text(encoding="utf-8"))
-    shown: dict[int, set[int]] = {}
-    for ann in data["annotations"]:
-        shown.setdefault(ann["image_id"], set()).update(ann.get("category_ids", []))
-    images = [img for img in data["images"] if shown.get(img["id"])]
-    bank = build_concept_bank(model, names, cache_dir=cache_dir)
-    classes = F.normalize(bank.embeddings.float(), dim=-1)
-    size = model.preset.vision.image_size
-    right, single_right, singles = 0, 0, 0
-    for start in range(0, len(images), 64):
-        chunk = images[start : start + 64]
-        x = _square_images([Path(image_dir) / img["file_name"] for img in chunk], size)
-        pred = (F.normalize(model.encode_image(x).float(), dim=-1) @ classes.T).argmax(dim=-1)
-        for img, p in zip(chunk, pred.tolist(), strict=True):
-            hit = ids[p] in shown[img["id"]]
-            right += hit
-            if len(shown[img["id"]]) == 1:
-                singles += 1
-                single_right += hit
-    return {
-        "images": len(images),
-        "top1": 100.0 * right / max(1, len(images)),
-        "single_object_images": singles,
-        "top1_single_object": 100.0 * single_right / max(1, singles),
-    }
-
-
-@torch.no_grad()
-def image_to_text_top1(model, captions_json: str, image_dir: str, batch: int = 8) -> dict:
-    """Image-to-text top-1 (percent) within batches of ``batch`` scene pairs (each image's first caption);
-    chance is 100 / batch."""
-    data = json.loads(Path(captions_json).read_text(encoding="utf-8"))
-    first: dict[int, str] = {}
-    for ann in data["annotations"]:
-        first.setdefault(ann["image_id"], ann["caption"])
-    images = [img for img in data["images"] if img["id"] in first]
-    size = model.preset.vision.image_size
-    right, total = 0, 0
-    for start in range(0, len(images) - batch + 1, batch):
-        chunk = images[start : start + batch]
-        x = _square_images([Path(image_dir) / img["file_name"] for img in chunk], size)
-        img_emb = F.normalize(model.encode_image(x).float(), dim=-1)
-        txt_emb = F.normalize(
-            model.encode_text(model.tokenize([first[i["id"]] for i in chunk])).float(), dim=-1
-        )
-        pred = (img_emb @ txt_emb.T).argmax(dim=-1)
-        right += int((pred == torch.arange(len(chunk))).sum())
-        total += len(chunk)
-    return {"pairs": total, "batch": batch, "top1": 100.0 * right / max(1, total), "chance": 100.0 / batch}
-
-
-def teacher_report(ctx: DemoContext, checkpoint: str) -> dict:
-    """The teacher's held-out image-level accuracy, its text tower on scene captions, and its logit scale."""
-    paths = _world_paths(ctx)
-    model = load_clip(checkpoint).eval()
-    world = json.loads((Path(ctx.results["world"]["root"]) / "world.json").read_text(encoding="utf-8"))
-    categories = sorted(world["categories"], key=lambda c: c["id"])
-    names, ids = [c["name"] for c in categories], [c["id"] for c in categories]
-    return {
-        "logit_scale": float(model.logit_scale.exp()),
-        "web_val_zero_shot": image_zero_shot(
-            model, paths["captions_web_val"], paths["web_val_images"], names, ids, ctx.out / "cache"
-        ),
-        "scene_image_to_text": image_to_text_top1(model, paths["captions_val"], paths["val_images"]),
-    }
 
 
 @torch.no_grad()
@@ -202,19 +108,6 @@ def stage_calibrate(ctx: DemoContext) -> dict:
         "gradient_norms_step0": norms,
         "loss_weights": {LOSS_WEIGHT_KEYS[k]: v for k, v in weights.items()},
         "loss_weight_rule_applied": any(abs(v - 1.0) > 1e-12 for v in weights.values()),
-    }
-
-
-def calibrated_loss(ctx: DemoContext) -> dict:
-    """The LossConfig fields the calibration stage fixed (empty before it ran)."""
-    c = ctx.results.get("calibrate")
-    if not c:
-        return {}
-    return {
-        "pseudo_label_temperature": c["pseudo_label_temperature"],
-        "temperature": c["temperature"],
-        "threshold": c["threshold"],
-        **c["loss_weights"],
     }
 
 
