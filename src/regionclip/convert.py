@@ -477,7 +477,9 @@ def _convert_detector(
         proposals = {"kind": "rpn", "rpn": rpn_ckpt.config, "preset": "transfer"}
     cfg = DetectorConfig(recipe="lvis" if mask_on else "coco", mask_on=mask_on)
     text = text_state(clip_model) if text_present else None
-    write_detector_checkpoint(dst, det, cfg, clip_model.preset, proposals, None, text, {"source": report.source})
+    write_detector_checkpoint(
+        dst, det, cfg, clip_model.preset, proposals, None, text, {"source": report.source}
+    )
     load_detector(dst)  # the file must rebuild the detector exactly (strict keys and shapes)
     report.outputs["detector"] = str(dst)
     return used

@@ -51,7 +51,9 @@ from regionclip.io import atomic_write_json, atomic_write_text
 from regionclip.plots import interval_chart
 from regionclip.results_table import ABLATIONS_END, ABLATIONS_START, ablation_block, replace_block
 
-ZEROSHOT_RPN_EVAL = "zeroshot_{stage}_rpn"  # the zero-shot eval on RPN boxes of a model stage (regionclip.demo.evaluation)
+ZEROSHOT_RPN_EVAL = (
+    "zeroshot_{stage}_rpn"  # the zero-shot eval on RPN boxes of a model stage (regionclip.demo.evaluation)
+)
 TRANSFER_EVAL = "transfer_regionclip"  # the RegionCLIP-init detector's eval (classifier alone, COCO recipe)
 COLUMNS = [
     {"key": "region_top1_all", "label": "zero-shot region top-1, all (GT boxes)"},

@@ -181,7 +181,6 @@ def apply_stage_overrides(ctx: DemoContext, stage: str, cfg: C) -> C:
     return config_from_dict(type(cfg), data)
 
 
-
 def _world_paths(ctx: DemoContext) -> dict[str, str]:
     root = Path(ctx.results["world"]["root"])
     return {
@@ -206,5 +205,3 @@ def _history(out_dir: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-

@@ -22,7 +22,6 @@ finished stage; a stage interrupted mid-training resumes from its last checkpoin
 9. ``index``: the val images indexed once and searched for novel names (:mod:`regionclip.demo.index`).
 """
 
-
 from __future__ import annotations
 
 import hashlib
@@ -169,4 +168,3 @@ def run_demo(
         f"\n[demo] total time {total:.0f} s this run (stages: {stage_seconds}); results in {ctx.out}/results.md"
     )
     return report
-

@@ -223,8 +223,6 @@ def stage_pretrain(ctx: DemoContext) -> dict:
     return {"checkpoint": str(out_dir / "student.safetensors"), "history": _history(out_dir)}
 
 
-
-
 def calibrated_loss(ctx: DemoContext) -> dict:
     """The LossConfig fields the calibration stage fixed (empty before it ran)."""
     c = ctx.results.get("calibrate")

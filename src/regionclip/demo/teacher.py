@@ -103,5 +103,3 @@ def teacher_report(ctx: DemoContext, checkpoint: str) -> dict:
         ),
         "scene_image_to_text": image_to_text_top1(model, paths["captions_val"], paths["val_images"]),
     }
-
-
