@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from regionclip.clip.model import CLIP
-from regionclip.pretrain.task import PretrainBatch, PretrainTask
+from regionclip.pretrain.task import PretrainBatch, PretrainTask, sample_boxes
 
 LOSS_WEIGHT_KEYS = {
     "loss_region_concept": "weight_region_concept",
@@ -66,7 +66,7 @@ def teacher_top_probabilities(task: PretrainTask, batch: PretrainBatch) -> Tenso
     given = None if batch.boxes is None else [b.to(device) for b in batch.boxes]
     proposals = task.proposals(images, given)
     boxes = [p.boxes.to(images.tensor.dtype) for p in proposals]
-    boxes = [b[torch.randperm(b.shape[0], device=b.device)[: task.regions_per_image]] for b in boxes]
+    boxes = [sample_boxes(b, task.regions_per_image) for b in boxes]
     regions = torch.nn.functional.normalize(task.teacher(images.tensor, boxes).float(), dim=-1)
     concepts = torch.nn.functional.normalize(task.teacher_concepts, dim=-1)
     probs = (regions @ concepts.T / task.pseudo_label_temperature).softmax(dim=-1)
