@@ -40,7 +40,6 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
         "zeroshot",
         "transfer_clip",
         "transfer_regionclip",
-        "ensemble",
         "report",
         "index",
     ):
@@ -49,9 +48,11 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     for stage in ("transfer_clip", "transfer_regionclip"):
         assert (out / stage / "detector.safetensors").is_file(), stage
         assert (out / "eval" / f"{stage}.json").is_file(), stage
-        assert (out / "eval" / f"{stage}_rpn_score.json").is_file(), stage
-        ensemble = json.loads((out / "eval" / f"{stage}_ensemble.json").read_text())
-        assert ensemble["protocol"]["score_ensemble"] == "frozen", stage
+        variants = json.loads((out / "eval" / f"{stage}.json").read_text())["variants"]
+        assert variants["sigmoid"]["protocol"]["score_fusion"] == "rpn-sigmoid-sqrt", stage
+        assert variants["ensemble"]["protocol"]["score_ensemble"] == "frozen", stage
+        for name in ("sigmoid", "ensemble"):
+            assert (out / "eval" / f"{stage}_detections_{name}.json").is_file(), (stage, name)
     assert DEMO_CHECKPOINT.parts[1:] == ("transfer_regionclip", "detector.safetensors")
     # the student really changed during pretraining, and the three losses were logged
     history = [json.loads(line) for line in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
@@ -65,7 +66,7 @@ def test_quick_demo_runs_end_to_end_and_resumes(tmp_path, capsys):
     # a second run reuses every stage
     assert main(["demo", "--size", "quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert printed.count("done before") == len(_stages()) == 12
+    assert printed.count("done before") == len(_stages()) == 11
     assert "Transfer detector AP50, novel" in printed
     assert "Transfer detector AP50 + RPN score, novel" in printed
     assert "Transfer detector AP50 + frozen ensemble, novel" in printed

@@ -15,9 +15,18 @@ from PIL import Image
 
 from regionclip.clip import create_model
 from regionclip.clip.checkpoint import save_clip
+from regionclip.data.ovd import OvdSplit
 from regionclip.demo import PLANS, DemoContext, _world_paths, apply_stage_overrides
 from regionclip.demo.evaluation import best_transfer, format_table
-from regionclip.demo.stats import ROW_SPECS, bootstrap_rows, detections_path, region_hits, region_intervals
+from regionclip.demo.stats import (
+    ROW_SPECS,
+    bootstrap_rows,
+    detections_path,
+    load_region_hits,
+    region_hits,
+    region_intervals,
+    save_region_hits,
+)
 from regionclip.errors import ConfigError, RegionCLIPError
 from regionclip.eval.coco import evaluate_detections
 from regionclip.results_table import results_table
@@ -82,6 +91,8 @@ def run(tmp_path_factory):
         path = detections_path(ctx, name)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(_detections(gt, k)))
+    for stage in ("clip", "pretrain"):  # what the zeroshot stage saves for the region rows
+        save_region_hits(ctx, stage, region_hits(ctx, ctx.results[stage]["checkpoint"]))
     return ctx, gt
 
 
@@ -107,8 +118,6 @@ def test_bootstrap_rows_points_intervals_and_paired_differences(run):
         entry["scores"].append(d["score"])
         entry["labels"].append(d["category_id"] - 1)
     dets = {i: {k: torch.tensor(v) for k, v in e.items()} for i, e in dets.items()}
-    from regionclip.data.ovd import OvdSplit
-
     split = OvdSplit(["apple", "banana"], ["cat", "dog"])
     reference = evaluate_detections(gt, dets, [1, 2, 3, 4], split=split)
     assert row["clip"]["point"] == pytest.approx(reference["AP50_novel"], abs=1e-6)
@@ -133,8 +142,22 @@ def test_region_hits_are_the_eval_commands_region_accuracy(run):
                      cache_dir=str(ctx.out / "cache"), device="cpu", progress=False,
                      out=str(ctx.out / "eval" / "gt_check.json"))  # fmt: skip
     metrics = evaluate(cfg)["metrics"]
+    accuracy = hits.accuracy(OvdSplit(["apple", "banana"], ["cat", "dog"]))  # the zeroshot stage's numbers
     for key in ("acc_top1", "acc_top1_base", "acc_top1_novel"):
         assert intervals[key].point == pytest.approx(metrics[f"region_{key}"], abs=1e-6), key
+        assert accuracy[f"region_{key}"] == pytest.approx(metrics[f"region_{key}"], abs=1e-6), key
+    # saved and loaded back unchanged (the report reads what the zeroshot stage wrote)
+    loaded = load_region_hits(ctx, "clip")
+    for field in ("hits", "image_index", "labels"):
+        assert np.array_equal(getattr(loaded, field), getattr(hits, field)), field
+    assert (loaded.n_images, loaded.class_names) == (hits.n_images, hits.class_names)
+
+
+def test_region_rows_need_the_saved_outcomes(run, tmp_path):
+    ctx, _ = run
+    empty = DemoContext(ctx.plan, tmp_path, 0, "cpu", ctx.results)
+    with pytest.raises(RegionCLIPError, match="region_hits.npz: region outcomes not found"):
+        load_region_hits(empty, "clip")
 
 
 def test_best_transfer_picks_the_highest_ap50_all():

@@ -21,6 +21,7 @@ from regionclip.precision import (
     apply_precision,
     cpu_bf16_hardware,
     resolve_precision,
+    set_flush_denormal,
     to_float,
     training_setting,
 )
@@ -157,3 +158,16 @@ def test_precision_flag_on_every_network_command():
         flags = {a.dest: a for a in parser._actions}
         assert "precision" in flags and flags["precision"].choices == ["fp32", "bf16", "auto"], name
     assert precision_mod.PRECISIONS == ("fp32", "bf16", "auto")
+
+
+def test_set_flush_denormal_flushes_and_restores():
+    set_flush_denormal(False)  # a training run earlier in this process leaves the mode on
+    denormal = torch.tensor([1e-39], dtype=torch.float32)
+    assert denormal.item() != 0.0  # representable as a denormal
+    if not set_flush_denormal(True):
+        pytest.skip("this CPU has no flush-to-zero mode")  # not x86 with SSE3
+    try:
+        assert (denormal * 1.0).item() == 0.0
+    finally:
+        set_flush_denormal(False)
+    assert (denormal * 1.0).item() != 0.0

@@ -22,9 +22,11 @@ from regionclip.demo.context import (
     scaled_warmup,
 )
 from regionclip.demo.report import _cpu
+from regionclip.errors import RegionCLIPError
 from regionclip.io import atomic_write, atomic_write_json, atomic_write_text
 
 MODELS = (("CLIP", "clip"), ("RegionCLIP", "pretrain"))  # (label, stage holding its clip checkpoint)
+TRANSFER_VARIANTS = ("sigmoid", "ensemble")  # scorings of each transfer detector beside the classifier alone
 
 
 def _clip_checkpoint(ctx: DemoContext, stage: str) -> str:
@@ -80,15 +82,20 @@ def _evaluate(ctx: DemoContext, name: str, split: str = "test", **fields) -> dic
 
 
 def stage_zeroshot(ctx: DemoContext) -> dict:
-    """CLIP vs RegionCLIP without detection training: region classification on GT boxes (every category
-    name as vocabulary) and zero-shot detection with the RPN's proposals (official zero-shot settings)."""
+    """CLIP vs RegionCLIP without detection training: region classification on the test split's GT boxes
+    (every category name as vocabulary; the per-region outcomes saved for the report's intervals,
+    :func:`regionclip.demo.stats.save_region_hits`) and zero-shot detection with the RPN's proposals
+    (official zero-shot settings)."""
+    from regionclip.demo.stats import region_hits, save_region_hits
+
     rpn = ctx.results["rpn"]["checkpoint"]
     results = {}
     for label, stage in MODELS:
         if ctx.only_models is not None and stage not in ctx.only_models:  # ablations: one model
             continue
         checkpoint = _clip_checkpoint(ctx, stage)
-        gt = _evaluate(ctx, f"zeroshot_{stage}_gt", checkpoint=checkpoint, boxes="gt", region_accuracy=True)
+        hits = region_hits(ctx, checkpoint)
+        save_region_hits(ctx, stage, hits)
         # sigmoid RPN-score fusion: the official sqrt(p * raw logit) drops every proposal whose logit is
         # negative, which with the miniature world's briefly trained RPN can be all of them
         rpn_eval = _evaluate(
@@ -100,12 +107,18 @@ def stage_zeroshot(ctx: DemoContext) -> dict:
             score_fusion="sigmoid",
         )
         results[label] = {
-            "gt_boxes": gt["metrics"],
+            "gt_boxes": hits.accuracy(_split_of(ctx)),
             "rpn_boxes": rpn_eval["metrics"],
-            "protocol_gt": gt["protocol"],
             "protocol_rpn": rpn_eval["protocol"],
         }
     return {"models": results}
+
+
+def _split_of(ctx: DemoContext):
+    from regionclip.data.ovd import OvdSplit
+    from regionclip.demo.stats import TABLE_SPLIT
+
+    return OvdSplit.from_json(_world_paths(ctx)[f"{TABLE_SPLIT}_json"])
 
 
 def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict:
@@ -159,24 +172,30 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict
     cfg = apply_stage_overrides(ctx, "transfer", cfg)
     _cli("train-detector", "--config", str(_write_config(ctx.out, stage, cfg)))
     checkpoint = out_dir / "detector.safetensors"
-    # the official COCO recipe: the classifier's score alone
-    evaluation = _evaluate(ctx, stage, checkpoint=str(checkpoint), max_proposals=p.eval_proposals)
-    # the same detector with the RPN objectness fused in, as the zero-shot rows (and the official LVIS
-    # recipe) score: a like-for-like comparison with zero-shot detection
-    fused = _evaluate(
+    # one pass, three scorings (regionclip eval `variants`): the official COCO recipe (the classifier's score
+    # alone); "sigmoid", the RPN objectness fused in as the zero-shot rows (and the official LVIS recipe)
+    # score, a like-for-like comparison with zero-shot detection; "ensemble", the scores ensembled with the
+    # frozen region classifier the detector started from (F-VLM weights 0.35 seen / 0.65 unseen)
+    evaluation = _evaluate(
         ctx,
-        f"{stage}_rpn_score",
+        stage,
         checkpoint=str(checkpoint),
         max_proposals=p.eval_proposals,
-        score_fusion="sigmoid",
+        variants=list(TRANSFER_VARIANTS),
     )
+    variants = evaluation["variants"]
+    for name in TRANSFER_VARIANTS:
+        if "skipped" in variants[name]:
+            raise RegionCLIPError(f"{stage}: eval variant {name!r} was skipped: {variants[name]['skipped']}")
     return {
         "label": label,
         "checkpoint": str(checkpoint),
         "metrics": evaluation["metrics"],
         "protocol": evaluation["protocol"],
-        "metrics_rpn_score": fused["metrics"],
-        "protocol_rpn_score": fused["protocol"],
+        "metrics_rpn_score": variants["sigmoid"]["metrics"],
+        "protocol_rpn_score": variants["sigmoid"]["protocol"],
+        "metrics_ensemble": variants["ensemble"]["metrics"],
+        "protocol_ensemble": variants["ensemble"]["protocol"],
     }
 
 
@@ -186,25 +205,6 @@ def stage_transfer_clip(ctx: DemoContext) -> dict:
 
 def stage_transfer_regionclip(ctx: DemoContext) -> dict:
     return _transfer(ctx, "RegionCLIP", "pretrain", "transfer_regionclip")
-
-
-def stage_ensemble(ctx: DemoContext) -> dict:
-    """Both transfer detectors evaluated again with ``detector.ensemble=frozen``: their scores ensembled with
-    the frozen region classifier they were initialised from (F-VLM weights 0.35 seen / 0.65 unseen), otherwise
-    the settings of the plain transfer rows (the official COCO recipe)."""
-    from regionclip.detect.ensemble import EnsembleConfig
-
-    results = {}
-    for stage in ("transfer_clip", "transfer_regionclip"):
-        evaluation = _evaluate(
-            ctx,
-            f"{stage}_ensemble",
-            checkpoint=ctx.results[stage]["checkpoint"],
-            max_proposals=ctx.plan.eval_proposals,
-            detector=EnsembleConfig(ensemble="frozen"),
-        )
-        results[stage] = {"metrics": evaluation["metrics"], "protocol": evaluation["protocol"]}
-    return {"detectors": results}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def stage_report(ctx: DemoContext) -> dict:
             s: ctx.results[s].get("metrics_rpn_score") for s in ("transfer_clip", "transfer_regionclip")
         },
         "transfer_ensemble": {
-            s: m["metrics"] for s, m in ctx.results.get("ensemble", {}).get("detectors", {}).items()
+            s: ctx.results[s].get("metrics_ensemble") for s in ("transfer_clip", "transfer_regionclip")
         },
         "stage_seconds": stage_seconds,
     }

@@ -15,8 +15,8 @@ finished stage; a stage interrupted mid-training resumes from its last checkpoin
 5. ``pretrain``: RegionCLIP pretraining of the student (``pretrain``);
 6. ``zeroshot``: region classification on ground-truth boxes and zero-shot detection, CLIP vs RegionCLIP;
 7. ``transfer_clip`` / ``transfer_regionclip``: detectors trained on base classes from each initialisation
-   (``train-detector``), evaluated on novel / base / all AP50 (``eval``);
-   ``ensemble``: both evaluated again with ``detector.ensemble=frozen`` (scores ensembled with the frozen
+   (``train-detector``), evaluated on novel / base / all AP50 (``eval``) in one pass with three scorings:
+   the classifier alone, + the RPN score, and ``detector.ensemble=frozen`` (scores ensembled with the frozen
    region classifier they started from, :mod:`regionclip.detect.ensemble`);
 8. ``report``: ``results.json``, ``results.md``, figures, and the table printed at the end;
 9. ``index``: the val images indexed once and searched for novel names (:mod:`regionclip.demo.index`).
@@ -56,7 +56,6 @@ def _stages() -> list[tuple[str, Stage]]:
         ("zeroshot", evaluation.stage_zeroshot),
         ("transfer_clip", evaluation.stage_transfer_clip),
         ("transfer_regionclip", evaluation.stage_transfer_regionclip),
-        ("ensemble", evaluation.stage_ensemble),
         ("report", evaluation.stage_report),
         ("index", index.stage_index),
     ]

@@ -36,6 +36,7 @@ from regionclip.eval.bootstrap import (
     region_accuracy_intervals,
     region_top1_hits,
 )
+from regionclip.io import atomic_write
 
 BOOTSTRAP = BootstrapConfig(n_resamples=1000, confidence=0.95, seed=0)  # the demo's intervals
 TABLE_SPLIT = "test"  # the split that carries the table (val is for development)
@@ -69,10 +70,10 @@ ROW_SPECS: list[RowSpec] = [
     *_ap50_specs("Zero-shot detection AP50", "zeroshot_clip_rpn", "zeroshot_pretrain_rpn", " (RPN boxes)"),
     *_ap50_specs("Transfer detector AP50", "transfer_clip", "transfer_regionclip"),
     *_ap50_specs(
-        "Transfer detector AP50 + RPN score", "transfer_clip_rpn_score", "transfer_regionclip_rpn_score"
+        "Transfer detector AP50 + RPN score", "transfer_clip:sigmoid", "transfer_regionclip:sigmoid"
     ),
     *_ap50_specs(
-        "Transfer detector AP50 + frozen ensemble", "transfer_clip_ensemble", "transfer_regionclip_ensemble"
+        "Transfer detector AP50 + frozen ensemble", "transfer_clip:ensemble", "transfer_regionclip:ensemble"
     ),
 ]
 
@@ -87,6 +88,49 @@ class RegionHits:
     labels: np.ndarray  # int64 [R]: GT class index (into class_names)
     n_images: int  # images of the split (with or without boxes)
     class_names: list[str]  # category names in category-id order
+
+    def accuracy(self, split) -> dict[str, float]:
+        """Top-1 accuracy in percent: ``region_acc_top1`` over every region, ``_base`` / ``_novel`` over the
+        regions of the :class:`~regionclip.data.ovd.OvdSplit`'s classes (NaN for a split without regions)."""
+        names = np.asarray(self.class_names)[self.labels]
+        out = {"region_acc_top1": 100.0 * float(self.hits.mean()) if len(self.hits) else math.nan}
+        for part, classes in (("base", split.base), ("novel", split.novel)):
+            mask = np.isin(names, list(classes))
+            out[f"region_acc_top1_{part}"] = 100.0 * float(self.hits[mask].mean()) if mask.any() else math.nan
+        out["num_regions"] = len(self.hits)
+        return out
+
+
+def region_hits_path(ctx: DemoContext, stage: str) -> Path:
+    """Where the zero-shot stage keeps the per-region outcomes of the model of ``stage``."""
+    return ctx.out / "zeroshot" / f"{stage}_region_hits.npz"
+
+
+def save_region_hits(ctx: DemoContext, stage: str, hits: RegionHits) -> Path:
+    """Write ``hits`` for :func:`load_region_hits` (atomically)."""
+    path = region_hits_path(ctx, stage)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"hits": hits.hits, "image_index": hits.image_index, "labels": hits.labels}
+    meta = {"n_images": hits.n_images, "class_names": hits.class_names}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:  # a file object: np.savez would append ".npz" to a temp name
+            np.savez(f, meta=json.dumps(meta), **arrays)
+
+    atomic_write(path, write)
+    return path
+
+
+def load_region_hits(ctx: DemoContext, stage: str) -> RegionHits:
+    """The outcomes :func:`save_region_hits` wrote for ``stage``; a one-line error when the file is missing."""
+    path = region_hits_path(ctx, stage)
+    if not path.is_file():
+        raise RegionCLIPError(f"{path}: region outcomes not found (written by the demo's zeroshot stage)")
+    with np.load(path) as data:
+        meta = json.loads(str(data["meta"]))
+        return RegionHits(
+            data["hits"], data["image_index"], data["labels"], meta["n_images"], meta["class_names"]
+        )
 
 
 @torch.no_grad()
@@ -150,8 +194,11 @@ def region_intervals(
 
 # ---------------------------------------------------------------------------------------------------- AP50
 def detections_path(ctx: DemoContext, eval_name: str) -> Path:
-    """The COCO results JSON ``regionclip eval`` wrote for the demo's evaluation ``eval_name``."""
-    return ctx.out / "eval" / f"{eval_name}_detections.json"
+    """The COCO results JSON ``regionclip eval`` wrote for the demo's evaluation ``eval_name``; ``NAME:VARIANT``
+    names the file of one scoring variant of that evaluation (``regionclip eval`` ``variants``)."""
+    name, _, variant = eval_name.partition(":")
+    suffix = f"_{variant}" if variant else ""
+    return ctx.out / "eval" / f"{name}_detections{suffix}.json"
 
 
 def ap50_cache(ctx: DemoContext, detections: str | Path, split: str = TABLE_SPLIT) -> Ap50Cache:
@@ -191,7 +238,7 @@ def bootstrap_rows(
     for spec in specs:
         for side in (spec.clip, spec.regionclip):
             if spec.kind == "region" and side not in hits:
-                hits[side] = region_hits(ctx, ctx.results[side]["checkpoint"])
+                hits[side] = load_region_hits(ctx, side)
             elif spec.kind == "ap50" and side not in caches:
                 caches[side] = ap50_cache(ctx, detections_path(ctx, side))
         if spec.kind not in ("region", "ap50"):

@@ -31,7 +31,7 @@ from regionclip.engine.distributed import DistInfo, all_reduce_mean, any_rank, b
 from regionclip.engine.runs import StopOnSignal, TrainingInterrupted, claim_out_dir
 from regionclip.engine.schedule import warmup_multistep
 from regionclip.errors import RegionCLIPError
-from regionclip.precision import apply_precision, resolve_precision, training_setting
+from regionclip.precision import apply_precision, resolve_precision, set_flush_denormal, training_setting
 from regionclip.structures import StepOutput
 from regionclip.train_config import TrainConfig  # noqa: F401  (defined below the engine; imported from here too)
 
@@ -72,6 +72,8 @@ def train(
     task.to(device)
     precision = resolve_precision(training_setting(cfg.precision, cfg.amp), device, log=dist.is_main)
     apply_precision(task, precision)  # autocast regions inside the networks; losses stay fp32
+    if device.type == "cpu":
+        set_flush_denormal(cfg.flush_denormal)
     params = [p for p in task.parameters() if p.requires_grad]
     if not params:
         raise RegionCLIPError("nothing to train: the task has no trainable parameters")
