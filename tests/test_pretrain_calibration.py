@@ -12,6 +12,7 @@ from regionclip.clip import create_model
 from regionclip.pretrain.calibration import (
     UNDEFINED_BELOW,
     balance_loss_weights,
+    dominant_losses,
     kept_fraction_threshold,
     loss_gradient_norms,
     teacher_temperature,
@@ -67,3 +68,10 @@ def test_gradient_norms_per_loss_and_top_probabilities():
     assert top.ndim == 1 and top.numel() > 0
     assert bool(((top > 0) & (top <= 1)).all())
     assert float(top.min()) >= 1.0 / task.concepts.shape[0] - 1e-6  # a max of a softmax is >= uniform
+
+
+def test_dominant_losses():
+    assert dominant_losses({"a": 20.0, "b": 1.0, "c": 0.5}) == ["a"]
+    assert dominant_losses({"a": 9.0, "b": 1.0, "c": 0.5}) == []  # under 10x the next
+    assert dominant_losses({"a": 14.1, "b": 0.0172, "c": 1e-6}) == ["a"]  # the 750-step teacher's step 0
+    assert dominant_losses({"a": 1.0}) == []  # nothing to compare with

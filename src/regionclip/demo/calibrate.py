@@ -4,7 +4,7 @@
   images, never from a CLIP-vs-RegionCLIP number: τ_PL = 1 / the teacher's logit scale; the share ``f`` of
   the pretraining regions (RPN proposals of the pretraining preset) that are objects (IoU >= 0.5 to a GT box,
   100 val images); the confidence threshold that keeps ``f`` of the teacher's regions on the first 200 train
-  images; the gradient norm of each loss on the first batch and the loss weights of the plan's rule.
+  images; the gradient norm of each loss on the first batch (reported; the loss weights stay official).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from regionclip.demo.context import DemoContext, _world_paths
 from regionclip.demo.stages import pretrain_config
 from regionclip.pretrain.calibration import (
     LOSS_WEIGHT_KEYS,
-    balance_loss_weights,
+    dominant_losses,
     kept_fraction_threshold,
     loss_gradient_norms,
     teacher_temperature,
@@ -94,8 +94,14 @@ def stage_calibrate(ctx: DemoContext) -> dict:
     task.threshold = threshold
     torch.manual_seed(ctx.seed)
     norms = loss_gradient_norms(task, batches[0])
-    official = {name: 1.0 for name in LOSS_WEIGHT_KEYS}
-    weights = balance_loss_weights(norms, official, LOSS_RATIO)
+    # The weights stay official (1, 1, 1) and the norms are reported, saying which loss dominates
+    # (experiments.md: "measure the gradient norms at step 0; say so if one dominates"). Rescaling by step-0
+    # norms (balance_loss_weights) is not applied: the student starts as the teacher, so both region losses
+    # measure its distance from the teacher, near 0 at step 0 by construction (the kept regions are the
+    # teacher's most confident), and a rescale would switch the image-text loss off, which the rule never
+    # meant (docs/world.md; with the 750-step teacher it would have weighted image-text 0.0012).
+    weights = {name: 1.0 for name in LOSS_WEIGHT_KEYS}
+    dominant = dominant_losses(norms, LOSS_RATIO)
     return {
         "pseudo_label_temperature": tau,
         "temperature": tau,
@@ -107,7 +113,8 @@ def stage_calibrate(ctx: DemoContext) -> dict:
         "uniform_probability": 1.0 / task.concepts.shape[0],
         "gradient_norms_step0": norms,
         "loss_weights": {LOSS_WEIGHT_KEYS[k]: v for k, v in weights.items()},
-        "loss_weight_rule_applied": any(abs(v - 1.0) > 1e-12 for v in weights.values()),
+        "loss_weight_rule_applied": False,
+        "dominant_losses": dominant,
     }
 
 
@@ -139,7 +146,12 @@ def calibration_markdown(ctx: DemoContext) -> str:
         if kept
         else ""
     )
-    applied = "applied" if c["loss_weight_rule_applied"] else "not applied"
+    dominant = c.get("dominant_losses") or []
+    said = (
+        f"{', '.join(d.removeprefix('loss_') for d in dominant)} dominates (norm > 10x every other's)"
+        if dominant
+        else "no loss dominates (none has a norm > 10x every other's)"
+    )
     weights = ", ".join(f"{k.removeprefix('weight_')} {v:g}" for k, v in c["loss_weights"].items())
     return f"""## The teacher and the scale-matched plan
 
@@ -161,7 +173,8 @@ val and the first train images, before any comparison):
   476x uniform on 4,764 concepts; here uniform is {c["uniform_probability"]:.4f}).{kept_line}
 - loss weights: gradient norms on the first batch: region-concept {norms.get("loss_region_concept", 0):.3g},
   distillation {norms.get("loss_region_distill", 0):.3g}, image-text {norms.get("loss_image_text", 0):.3g};
-  the rule (rescale a loss whose norm is > 10x every other's) is {applied}: {weights};
+  {said}. The weights stay official ({weights}): the student starts as the teacher, so the
+  region losses start near 0 by construction and step-0 norms cannot say that a region signal is drowned;
 - learning rates by the linear scaling rule from the official batch, warm-up as the official fraction of the
   schedule with a floor of 30 steps: pretraining {ctx.plan.pretrain_lr:.3g} (official 0.002 at 96 images),
   detectors {ctx.plan.detector_lr:.3g} (0.002 at 16).

@@ -7,8 +7,10 @@ OpenAI CLIP's own 1 / logit_scale, the confidence threshold 0.1 is 476x the unif
 - :func:`teacher_temperature`: τ_PL = 1 / the teacher's learned logit scale;
 - :func:`kept_fraction_threshold`: the threshold that keeps a target fraction of regions (the (1 - f)
   quantile of the teacher's top-1 probabilities);
-- :func:`loss_gradient_norms` / :func:`balance_loss_weights`: the gradient norm of each loss on one batch,
-  and weights rescaled only when one loss's norm is more than ``ratio`` times every other's.
+- :func:`loss_gradient_norms` / :func:`dominant_losses`: the gradient norm of each loss on one batch, and
+  which loss dominates (a norm more than ``ratio`` times every other's); :func:`balance_loss_weights`
+  rescales such a loss (not used by the demo, whose student starts as the teacher, so that its region losses
+  start near 0 by construction: docs/world.md).
 
 Pure functions over the pretraining task and tensors; the demo's ``calibrate`` stage gathers the data.
 """
@@ -86,6 +88,17 @@ def loss_gradient_norms(task: PretrainTask, batch: PretrainBatch) -> dict[str, f
         norms[name] = math.sqrt(total)
     task.zero_grad(set_to_none=True)
     return norms
+
+
+def dominant_losses(norms: Mapping[str, float], ratio: float = 10.0) -> list[str]:
+    """The losses whose gradient norm is more than ``ratio`` times every other loss's (at most one unless
+    ``ratio`` < 1), in the order of ``norms``."""
+    out = []
+    for name, norm in norms.items():
+        others = [v for k, v in norms.items() if k != name]
+        if others and norm > ratio * max(others):
+            out.append(name)
+    return out
 
 
 def balance_loss_weights(
