@@ -54,13 +54,13 @@ from regionclip.eval.coco import evaluate_detections, write_coco_results
 from regionclip.eval.lvis import evaluate_lvis
 from regionclip.eval.protocol import Protocol, write_results
 from regionclip.eval.region_cls import region_accuracy
+from regionclip.io import check_file
 from regionclip.precision import apply_precision, resolve_precision
 from regionclip.proposals.base import GivenBoxes, TopProposals
 from regionclip.proposals.loading import load_rpn
 from regionclip.regions import RegionEncoder
 from regionclip.tasks.inference import readable_batches
 from regionclip.tasks.train_detector import (
-    _check_file,
     load_clip_model,
     resolve_split,
     template_name,
@@ -217,7 +217,7 @@ def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
         box_source = source or own_source
         mode = "transfer"
         if cfg.text_weights:
-            has_text = attach_text_tower(clip, _check_file(cfg.text_weights, "text_weights")) or has_text
+            has_text = attach_text_tower(clip, check_file(cfg.text_weights, "text_weights")) or has_text
     elif kind in ("clip", "openai"):
         if source is None:
             raise ConfigError(

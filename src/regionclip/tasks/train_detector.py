@@ -48,6 +48,7 @@ from regionclip.engine.data import map_style_batches
 from regionclip.engine.distributed import barrier
 from regionclip.engine.loop import TrainConfig, train
 from regionclip.errors import CheckpointError, ConfigError, DataError
+from regionclip.io import check_file
 from regionclip.proposals.base import GivenBoxes
 from regionclip.proposals.loading import load_rpn
 from regionclip.regions import RegionEncoder
@@ -143,15 +144,6 @@ def template_name(templates: tuple[str, ...] | list[str]) -> str:
     return f"custom({len(templates)})"
 
 
-def _check_file(path: str | None, what: str) -> Path:
-    if not path:
-        raise ConfigError(f"{what} is not set")
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{what}: file not found: {p}")
-    return p
-
-
 def load_clip_model(
     weights: str | None, preset: str | None, text_weights: str | None = None, seed: int = 0
 ) -> tuple[nn.Module, bool]:
@@ -168,11 +160,11 @@ def load_clip_model(
         torch.manual_seed(seed)
         clip, has_text = create_model(preset), True
     else:
-        path = _check_file(weights, "model.weights")
+        path = check_file(weights, "model.weights")
         clip = load_clip(path, preset, what="model.preset")
         has_text = has_text_tower(path)
     if text_weights is not None:
-        has_text = attach_text_tower(clip, _check_file(text_weights, "model.text_weights")) or has_text
+        has_text = attach_text_tower(clip, check_file(text_weights, "model.text_weights")) or has_text
     return clip.eval(), has_text
 
 
@@ -254,7 +246,7 @@ def build_training_set(cfg: TrainDetectorConfig):
     d = cfg.data
     if not d.train_json or not d.image_root:
         raise ConfigError("data.train_json and data.image_root must be set (e.g. data.train_json=train.json)")
-    _check_file(d.train_json, "data.train_json")
+    check_file(d.train_json, "data.train_json")
     if d.lvis:
         raw = read_json(d.train_json)
         instances = load_lvis_instances(raw, "train")
@@ -285,7 +277,7 @@ def proposal_source(kind: str, checkpoint: str | None, preset: str) -> tuple[nn.
     if kind == "gt":
         return GivenBoxes(), {"kind": "gt"}
 
-    path = _check_file(checkpoint, "proposals.checkpoint (an rpn checkpoint; or set proposals.kind=gt)")
+    path = check_file(checkpoint, "proposals.checkpoint (an rpn checkpoint; or set proposals.kind=gt)")
     generator, rpn_config = load_rpn(path, preset)
     generator.requires_grad_(False)
     return generator, {"kind": "rpn", "rpn": rpn_config, "preset": preset}
