@@ -19,9 +19,9 @@ def test_check_file_names_the_setting(tmp_path):
     assert check_file(str(present), "x") == present
 
 
-def test_train_detector_and_eval_share_the_check():
-    import regionclip.tasks.evaluate as evaluate
+def test_train_detector_and_the_inference_reader_share_the_check():
+    import regionclip.detect.loading as loading
     import regionclip.tasks.train_detector as train_detector
 
-    assert evaluate.check_file is check_file and train_detector.check_file is check_file
+    assert loading.check_file is check_file and train_detector.check_file is check_file
     assert not hasattr(train_detector, "_check_file")

@@ -38,30 +38,23 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from regionclip.checkpoint import read_checkpoint_metadata
-from regionclip.clip.checkpoint import attach_text_tower
 from regionclip.concepts import build_concept_bank
 from regionclip.data.coco import CocoDetection, collate_detection, load_coco_instances, read_json
 from regionclip.data.lvis import load_lvis_instances
 from regionclip.data.ovd import OvdSplit
 from regionclip.data.transforms import detector_test_transform
-from regionclip.detect import DetectorConfig, build_detector
-from regionclip.detect.api import default_cache_dir, load_detector
+from regionclip.detect.api import default_cache_dir
 from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
+from regionclip.detect.loading import InferenceModel, load_for_inference
 from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.eval.coco import evaluate_detections, write_coco_results
 from regionclip.eval.lvis import evaluate_lvis
 from regionclip.eval.protocol import Protocol, write_results
 from regionclip.eval.region_cls import region_accuracy
-from regionclip.io import check_file
 from regionclip.precision import apply_precision, resolve_precision
-from regionclip.proposals.base import GivenBoxes, TopProposals
-from regionclip.proposals.loading import load_rpn
-from regionclip.regions import RegionEncoder
 from regionclip.tasks.inference import readable_batches
 from regionclip.tasks.train_detector import (
-    load_clip_model,
     resolve_split,
     template_name,
     template_set,
@@ -139,19 +132,6 @@ class EvalProtocol(Protocol):
 # ------------------------------------------------------------------------------------------- model
 
 
-@dataclass
-class EvalModel:
-    detector: nn.Module
-    clip: nn.Module
-    has_text: bool
-    mode: str  # "transfer" | "zero-shot"
-    box_source: str  # "rpn" | "gt"
-    proposal_preset: str | None
-    config: dict  # the checkpoint's config (input, templates, split)
-    preset_name: str
-    path: Path | None = None  # the checkpoint file
-
-
 def _detector_overrides(cfg: EvalConfig) -> dict[str, Any]:
     names = (
         "score_thresh",
@@ -175,86 +155,31 @@ def _parse_boxes(boxes: str | None) -> tuple[str | None, str | None]:
     raise ConfigError(f"boxes: expected 'gt' or 'rpn:PATH' (an rpn checkpoint), got {boxes!r}")
 
 
-def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
-    """The detector to evaluate (see the module doc) around the checkpoint of ``cfg``."""
-
+def build_eval_model(cfg: EvalConfig, recipe: str) -> InferenceModel:
+    """The detector to evaluate (see the module doc) around the checkpoint of ``cfg``: the reading is
+    :func:`~regionclip.detect.loading.load_for_inference`'s, as for ``Detector.from_pretrained``."""
     if not cfg.checkpoint:
         raise ConfigError("checkpoint is not set (--checkpoint FILE: a detector or clip checkpoint)")
-    path = Path(cfg.checkpoint)
-    if path.is_dir():
-        for name in ("detector.safetensors", "clip.safetensors"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path}: a folder without detector.safetensors or clip.safetensors")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
     source, rpn_path = _parse_boxes(cfg.boxes)
-    overrides = _detector_overrides(cfg)
-    kind = read_checkpoint_metadata(path).get("kind") if path.suffix == ".safetensors" else "openai"
-    if kind != "detector" and cfg.detector.ensemble != "none":
+    model = load_for_inference(
+        cfg.checkpoint,
+        rpn=rpn_path,
+        gt_boxes=source == "gt",
+        rpn_preset=cfg.rpn_preset,
+        clip_preset=cfg.preset,
+        text_weights=cfg.text_weights,
+        recipe=recipe,  # type: ignore[arg-type]
+        ensemble=cfg.detector,
+        max_proposals=cfg.max_proposals,
+        overrides=_detector_overrides(cfg),
+    )
+    if model.mode == "zero-shot" and source is None and model.box_source != "rpn":
         raise ConfigError(
-            f"detector.ensemble={cfg.detector.ensemble}: needs a detector checkpoint (the frozen classifier is "
-            f"the model it was fine-tuned from); {path} is a '{kind}' checkpoint"
+            f"{model.path}: a clip checkpoint is evaluated zero-shot and needs a box source: "
+            "boxes=gt or boxes=rpn:RPN_CHECKPOINT (--boxes)"
         )
-    if kind == "detector":
-        if source == "gt":  # official: GT boxes are used as they are, without RPN-score fusion
-            overrides = {"apply_box_deltas": False, "score_fusion": "none", **overrides}
-        loaded = load_detector(path, cfg.rpn_preset, ensemble=cfg.detector, **overrides)
-        detector, clip, has_text, config = loaded.detector, loaded.clip, loaded.has_text, loaded.config
-        detector.mask_head = None  # box evaluation only
-        preset_name = config.get("clip_preset", {}).get("name", "?")
-        proposals = config.get("proposals", {})
-        own_source = "rpn" if proposals.get("kind") == "rpn" else "gt"
-        proposal_preset = cfg.rpn_preset or proposals.get("preset")
-        if source == "rpn":
-            generator, _ = load_rpn(rpn_path, cfg.rpn_preset or "transfer")
-            detector.proposal_generator = generator.eval()
-            proposal_preset = cfg.rpn_preset or "transfer"
-        elif source == "gt":
-            detector.proposal_generator = GivenBoxes()
-        box_source = source or own_source
-        mode = "transfer"
-        if cfg.text_weights:
-            has_text = attach_text_tower(clip, check_file(cfg.text_weights, "text_weights")) or has_text
-    elif kind in ("clip", "openai"):
-        if source is None:
-            raise ConfigError(
-                f"{path}: a clip checkpoint is evaluated zero-shot and needs a box source: "
-                "boxes=gt or boxes=rpn:RPN_CHECKPOINT (--boxes)"
-            )
-        clip, has_text = load_clip_model(str(path), cfg.preset, cfg.text_weights)
-        config = {}
-        preset_name = clip.preset.name
-        if source == "rpn":
-            proposal_preset = cfg.rpn_preset or "zero_shot"
-            generator, _ = load_rpn(rpn_path, proposal_preset)
-        else:
-            proposal_preset, generator = None, GivenBoxes()
-        if recipe == "lvis":
-            score = 0.02 if source == "rpn" else 0.0001  # official zero-shot scripts (§7)
-        else:
-            score = 0.001
-        fields = {
-            "recipe": recipe,
-            "mask_on": False,
-            "nms": "hard",
-            "nms_thresh": 0.5,
-            "apply_box_deltas": False,
-            "score_fusion": "logit" if source == "rpn" else "none",
-            "score_thresh": score,
-            **overrides,
-        }
-        det_cfg = DetectorConfig(**fields)
-        placeholder = torch.zeros(1, clip.embed_dim)
-        detector = build_detector(det_cfg, RegionEncoder(clip.visual), generator, placeholder).eval()
-        box_source, mode = source, "zero-shot"
-    else:
-        raise CheckpointError(f"{path}: is a '{kind}' checkpoint, expected a 'detector' or 'clip' checkpoint")
-    if cfg.max_proposals is not None and box_source == "rpn":
-        detector.proposal_generator = TopProposals(detector.proposal_generator, cfg.max_proposals)
-    return EvalModel(detector, clip, has_text, mode, box_source, proposal_preset, config, preset_name, path)
+    model.detector.mask_head = None  # box evaluation only
+    return model
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -319,7 +244,7 @@ class Variant:
     skipped: str | None = None  # why the variant cannot be scored with this checkpoint (None: it can)
 
 
-def build_variants(cfg: EvalConfig, model: EvalModel) -> list[Variant]:
+def build_variants(cfg: EvalConfig, model: InferenceModel) -> list[Variant]:
     """The scoring variants of ``cfg.variants`` for ``model``: each fusion name changes only the RPN-score
     fusion; ``ensemble`` adds the frozen-classifier ensemble (:mod:`regionclip.detect.ensemble`, with the
     ``detector.ensemble_*`` settings) to the main fusion, when the checkpoint can build it."""
