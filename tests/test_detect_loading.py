@@ -46,15 +46,14 @@ def test_api_and_eval_read_a_detector_the_same_way(folder):
     assert evaluated.proposal_preset == "transfer" and evaluated.preset_name == "RN-micro"
     assert evaluated.detector.mask_head is None  # eval scores boxes only
     assert _same_weights(api, evaluated.detector)
-    settings = ("score_thresh", "nms", "nms_thresh", "max_dets", "score_fusion", "apply_box_deltas")
-    assert [getattr(api, s) for s in settings] == [getattr(evaluated.detector, s) for s in settings]
+    assert api.inference == evaluated.detector.inference
 
 
 def test_gt_boxes_and_another_rpn(folder):
     ckpt = folder / "transfer" / "detector.safetensors"
     gt = load_for_inference(ckpt, gt_boxes=True)
     assert isinstance(gt.detector.proposal_generator, GivenBoxes) and gt.box_source == "gt"
-    assert gt.detector.apply_box_deltas is False and gt.detector.score_fusion == "none"
+    assert gt.detector.inference.apply_box_deltas is False and gt.detector.inference.score_fusion == "none"
     other = load_for_inference(ckpt, rpn=folder / "transfer" / "rpn.safetensors", max_proposals=7)
     assert other.rpn_path is not None and other.proposal_preset == "transfer"
     assert isinstance(other.detector.proposal_generator, TopProposals)
@@ -67,19 +66,19 @@ def test_zero_shot_uses_the_one_recipe(folder):
     assert model.mode == "zero-shot" and model.box_source == "rpn" and model.proposal_preset == "zero_shot"
     expected = zero_shot_config("lvis", "rpn")
     det = model.detector
-    assert (det.score_thresh, det.nms, det.nms_thresh, det.max_dets, det.score_fusion) == (
+    assert (det.inference.score_thresh, det.inference.nms, det.inference.nms_thresh, det.inference.max_dets, det.inference.score_fusion) == (
         expected.score_thresh, "hard", 0.5, 300, "logit",
     )  # fmt: skip
-    assert det.apply_box_deltas is False and det.mask_head is None
+    assert det.inference.apply_box_deltas is False and det.mask_head is None
     given = load_for_inference(folder / "clip.safetensors")  # no RPN: boxes come with each image
-    assert given.box_source == "gt" and given.detector.score_fusion == "none"
+    assert given.box_source == "gt" and given.detector.inference.score_fusion == "none"
     evaluated = build_eval_model(
         EvalConfig(checkpoint=str(folder / "clip.safetensors"), boxes=f"rpn:{rpn}"), "lvis"
     )
     # the heads of a zero-shot detector are unused (no deltas, text classifier): the encoder and RPN count
     assert _same_weights(det.backbone, evaluated.detector.backbone)
     assert _same_weights(det.proposal_generator, evaluated.detector.proposal_generator)
-    assert evaluated.detector.score_thresh == det.score_thresh
+    assert evaluated.detector.inference.score_thresh == det.inference.score_thresh
     with pytest.raises(RegionCLIPError, match="needs a box source"):
         build_eval_model(EvalConfig(checkpoint=str(folder / "clip.safetensors")), "coco")
 
@@ -114,3 +113,14 @@ def test_one_detector_reader_in_the_source():
         if re.search(r"load_checkpoint\([^)]*kind=\"detector\"", text):
             readers.append(path.relative_to(SRC).as_posix())
     assert readers == ["detect/loading.py"]
+
+
+def test_api_and_eval_share_the_zero_shot_recipe(folder):
+    clip, rpn = folder / "clip.safetensors", folder / "transfer" / "rpn.safetensors"
+    api = Detector.from_pretrained(clip, rpn=rpn).model.inference
+    evaluated = build_eval_model(EvalConfig(checkpoint=str(clip), boxes=f"rpn:{rpn}"), "coco")
+    assert api == evaluated.detector.inference  # one recipe: no second threshold in the API
+    assert api.score_thresh == 0.001 and api.nms == "hard" and api.max_dets == 100
+    gt = build_eval_model(EvalConfig(checkpoint=str(clip), boxes="gt"), "coco").detector.inference
+    assert gt == Detector.from_pretrained(clip).model.inference  # GT boxes: fusion off
+    assert gt.score_fusion == "none" and api.score_fusion == "logit"

@@ -48,7 +48,7 @@ class ImageSide(nn.Module):
         self.classifier = detector.classifier
         self.box_regressor = detector.box_regressor
         self.box_transform = detector.box_transform
-        self.apply_box_deltas = detector.apply_box_deltas
+        self.apply_box_deltas = detector.inference.apply_box_deltas
         self.ensemble = detector.ensemble  # FrozenRegionClassifier or None
 
     def forward(

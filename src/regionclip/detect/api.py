@@ -306,7 +306,11 @@ class Detector:
           ``rpn.safetensors``).
 
         Reading is :func:`~regionclip.detect.loading.load_for_inference`'s (as for ``regionclip eval``); an
-        ``rpn`` given with a detector checkpoint replaces the detector's own RPN.
+        ``rpn`` given with a detector checkpoint replaces the detector's own RPN. A clip checkpoint gets the
+        one zero-shot recipe (:func:`~regionclip.detect.config.zero_shot_config`, COCO: score > 0.001, hard
+        NMS 0.5, 100 detections, boxes as proposed), the settings ``regionclip eval`` scores with: results
+        keep every detection above that threshold; what a picture shows is chosen when drawing
+        (:meth:`DetectionResult.plot`'s ``min_score``, default 0.3; ``regionclip detect --show-score``).
 
         ensemble: ``"frozen"`` (or an :class:`~regionclip.detect.ensemble.EnsembleConfig` with weights, τ and
         the frozen checkpoint) ensembles a detector checkpoint's scores with its frozen initial region
@@ -315,11 +319,7 @@ class Detector:
         """
         if ensemble is None or isinstance(ensemble, str):
             ensemble = EnsembleConfig(ensemble=ensemble or "none")  # type: ignore[arg-type]
-        file, _ = resolve_checkpoint(path)
-        zero_shot = {"score_thresh": 0.05} if checkpoint_kind(file) != "detector" else {}
-        loaded = load_for_inference(
-            path, rpn=rpn, ensemble=ensemble, overrides={**zero_shot, **detector_overrides}
-        )
+        loaded = load_for_inference(path, rpn=rpn, ensemble=ensemble, overrides=detector_overrides)
         detector, clip, has_text, config = loaded.detector, loaded.clip, loaded.has_text, loaded.config
         inp = config.get("input", {}) if isinstance(config.get("input"), dict) else {}
         return cls(
@@ -384,7 +384,8 @@ class Detector:
         """Detect ``vocabulary`` in ``images`` (one image or a list); one :class:`DetectionResult` each.
 
         boxes: per-image candidate boxes (original pixels, xyxy) for a detector without an RPN.
-        predict_kwargs: ``score_thresh``, ``nms``, ``max_dets``, ``apply_box_deltas``, ``score_fusion``.
+        predict_kwargs: ``score_thresh``, ``nms``, ``max_dets``, ``apply_box_deltas``, ``score_fusion``
+        (one call's changes to the detector's :class:`~regionclip.detect.postprocess.InferenceSettings`).
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)

@@ -257,19 +257,19 @@ def build_variants(cfg: EvalConfig, model: InferenceModel) -> list[Variant]:
             variants.append(Variant(name, name, detector.ensemble))
             continue
         if detector.ensemble is not None:
-            variants.append(Variant(name, detector.score_fusion, detector.ensemble))
+            variants.append(Variant(name, detector.inference.score_fusion, detector.ensemble))
             continue
         if model.mode != "transfer":
             reason = "a clip checkpoint is evaluated zero-shot: it is already the frozen model"
-            variants.append(Variant(name, detector.score_fusion, None, reason))
+            variants.append(Variant(name, detector.inference.score_fusion, None, reason))
             continue
         settings = dataclasses.replace(cfg.detector, ensemble="frozen")
         try:
             frozen = build_frozen_classifier(settings, detector.backbone, model.config, model.path)
         except CheckpointError as err:
-            variants.append(Variant(name, detector.score_fusion, None, str(err)))
+            variants.append(Variant(name, detector.inference.score_fusion, None, str(err)))
             continue
-        variants.append(Variant(name, detector.score_fusion, frozen.eval()))
+        variants.append(Variant(name, detector.inference.score_fusion, frozen.eval()))
     return variants
 
 
@@ -412,7 +412,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         print(f"regionclip eval: skipped unreadable image: {message}", file=sys.stderr)
 
     # ---- metrics
-    max_dets = int(detector.max_dets)
+    max_dets = int(detector.inference.max_dets)
     region_metrics: dict[str, Any] = {}
     if want_region:
         emb = torch.cat(region_emb) if region_emb else torch.zeros((0, detector.embed_dim))
@@ -440,22 +440,22 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     metrics = metrics_of(detections)
 
-    nms = "soft-gaussian" if detector.nms == "soft" else "hard"
+    nms = "soft-gaussian" if detector.inference.nms == "soft" else "hard"
     nms_params = (
-        {"sigma": float(detector.soft_nms_sigma), "prune": float(detector.soft_nms_prune)}
-        if detector.nms == "soft"
-        else {"iou": float(detector.nms_thresh)}
+        {"sigma": float(detector.inference.soft_nms_sigma), "prune": float(detector.inference.soft_nms_prune)}
+        if detector.inference.nms == "soft"
+        else {"iou": float(detector.inference.nms_thresh)}
     )
     protocol = EvalProtocol(
         dataset=d.name or d.json,
         split="generalized" if cfg.protocol == "generalized" else "novel-only",
         vocabulary_size=len(names),
         max_detections=max_dets,
-        score_threshold=float(detector.score_thresh),
+        score_threshold=float(detector.inference.score_thresh),
         nms=nms,
         nms_params=nms_params,
         box_source=model.box_source,
-        score_fusion=_fusion_name(detector.score_fusion),
+        score_fusion=_fusion_name(detector.inference.score_fusion),
         score_ensemble="frozen" if detector.ensemble is not None else "none",
         ensemble_params=detector.ensemble.describe(names) if detector.ensemble is not None else {},
         test_size=(short, max_size),
@@ -464,7 +464,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         mode=model.mode,
         templates=template_name(templates),
         clean_class_names=clean,
-        apply_box_deltas=bool(detector.apply_box_deltas),
+        apply_box_deltas=bool(detector.inference.apply_box_deltas),
         proposal_preset=model.proposal_preset if model.box_source == "rpn" else None,
         max_proposals=cfg.max_proposals if model.box_source == "rpn" else None,
         base_classes=list(split.base) if split is not None else [],
