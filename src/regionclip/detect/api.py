@@ -14,7 +14,8 @@ the detector's state dict (``backbone.visual.*``, ``proposal_generator.*``, ``cl
 ``box_regressor.*``, ``train_class_embeddings``, optional ``mask_head.*``) plus, optionally, the CLIP text
 tower under ``text_encoder.*``; its config holds ``detector`` (a :class:`DetectorConfig`), ``clip_preset``,
 ``proposals`` (``{"kind": "rpn", "rpn": <the rpn checkpoint's config>, "preset": ...}`` or
-``{"kind": "gt"}``), ``train_classes`` and optional ``input`` (``min_size``, ``max_size``) and ``templates``.
+``{"kind": "gt"}``), ``train_classes`` and optional ``templates``; its manifest records the test-time
+:class:`~regionclip.preprocess.Preprocess` (files written before it: ``input.min_size`` / ``max_size``).
 """
 
 from __future__ import annotations
@@ -47,11 +48,14 @@ from regionclip.detect.loading import (
 from regionclip.detect.postprocess import Detections
 from regionclip.detect.visualize import DEFAULT_SHOW_SCORE, DEFAULT_SHOW_TOP, draw_detections
 from regionclip.errors import CheckpointError, RegionCLIPError
+from regionclip.preprocess import DETECTION_TEST, Preprocess, legacy_preprocess
 from regionclip.proposals.base import GivenBoxes
 from regionclip.proposals.loading import (  # noqa: F401 - the one RPN loader, by its old name
     load_rpn as load_rpn_checkpoint,
 )
 from regionclip.structures import ImageBatch, xyxy_to_xywh
+
+PIL_RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
 def default_cache_dir() -> Path:
@@ -71,6 +75,7 @@ def save_detector(
     train_classes: Sequence[str] | None = None,
     text_state: dict[str, Tensor] | None = None,
     extra: dict | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Path:
     """Write a ``detector`` checkpoint that :func:`load_detector` rebuilds alone (see the module doc).
 
@@ -80,7 +85,7 @@ def save_detector(
     """
     state = {k: v for k, v in detector.state_dict().items() if not k.startswith("ensemble.")}
     return write_detector_checkpoint(
-        path, state, cfg, clip_preset, proposals, train_classes, text_state, extra
+        path, state, cfg, clip_preset, proposals, train_classes, text_state, extra, preprocess
     )
 
 
@@ -93,10 +98,13 @@ def write_detector_checkpoint(
     train_classes: Sequence[str] | None = None,
     text_state: dict[str, Tensor] | None = None,
     extra: dict | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Path:
     """The one writer of ``detector`` checkpoints (:func:`save_detector` from a model, ``regionclip convert``
     from a converted state dict): ``state`` (detector keys) plus the text tower under ``text_encoder.*``, and
-    the config of the module doc; :func:`load_detector` is its reader."""
+    the config of the module doc, and the test-time ``preprocess`` in the manifest (None: the legacy
+    ``extra["input"]`` sizes when given, else the official 800 / 1333); its reader is
+    :func:`~regionclip.detect.loading.load_for_inference`."""
     state = dict(state)
     for key, value in (text_state or {}).items():
         state[TEXT_KEY + key] = value
@@ -108,7 +116,8 @@ def write_detector_checkpoint(
         "has_text_encoder": bool(text_state),
         **(extra or {}),
     }
-    return save_checkpoint(path, state, "detector", config)
+    preprocess = preprocess or legacy_preprocess("detector", config) or DETECTION_TEST
+    return save_checkpoint(path, state, "detector", config, preprocess)
 
 
 LoadedDetector = InferenceModel  # the old name of what the reader returns
@@ -269,6 +278,7 @@ class Detector:
         device: str | torch.device = "cpu",
         source: str = "",
         clean_class_names: bool = True,
+        interpolation: str = "bilinear",
     ):
         self.device = torch.device(device)
         self.model = detector.to(self.device).eval()
@@ -276,6 +286,11 @@ class Detector:
         self.has_text = has_text
         self.min_size = min_size
         self.max_size = max_size
+        if interpolation not in PIL_RESAMPLING:
+            raise RegionCLIPError(
+                f"interpolation: expected one of {list(PIL_RESAMPLING)}, got {interpolation!r}"
+            )
+        self.interpolation = interpolation  # PIL resampling of the test resize (the checkpoint's)
         self.templates = tuple(templates)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.source = source
@@ -321,13 +336,14 @@ class Detector:
             ensemble = EnsembleConfig(ensemble=ensemble or "none")  # type: ignore[arg-type]
         loaded = load_for_inference(path, rpn=rpn, ensemble=ensemble, overrides=detector_overrides)
         detector, clip, has_text, config = loaded.detector, loaded.clip, loaded.has_text, loaded.config
-        inp = config.get("input", {}) if isinstance(config.get("input"), dict) else {}
+        pre = loaded.preprocess  # the checkpoint's recorded test size and interpolation
         return cls(
             detector,
             clip,
             has_text,
-            min_size=min_size or int(inp.get("min_size", 800)),
-            max_size=max_size or int(inp.get("max_size", 1333)),
+            min_size=min_size or pre.short_size or DETECTION_TEST.short_size,
+            max_size=max_size or pre.max_size,
+            interpolation=pre.interpolation,
             templates=templates or tuple(config.get("templates") or OFFICIAL_TEMPLATES),
             cache_dir=cache_dir,
             device=device,
@@ -368,7 +384,8 @@ class Detector:
         for img in originals:
             w, h = img.size
             new_h, new_w = resized_size(h, w, self.min_size, self.max_size)
-            resized = img if (new_h, new_w) == (h, w) else img.resize((new_w, new_h), Image.BILINEAR)
+            resample = PIL_RESAMPLING[self.interpolation]
+            resized = img if (new_h, new_w) == (h, w) else img.resize((new_w, new_h), resample)
             tensors.append(to_tensor(resized))
             scales.append((w / new_w, h / new_h))
         return originals, ImageBatch.from_images(tensors).to(self.device), scales

@@ -18,7 +18,12 @@ from typing import Any, Literal
 
 import torch
 
-from regionclip.checkpoint import load_checkpoint, load_state_dict_strict, read_checkpoint_metadata
+from regionclip.checkpoint import (
+    load_checkpoint,
+    load_state_dict_strict,
+    read_checkpoint_metadata,
+    read_preprocess,
+)
 from regionclip.clip.checkpoint import attach_text_tower, copy_text_tower, has_text_tower, load_clip
 from regionclip.clip.model import CLIP
 from regionclip.clip.presets import ModelPreset
@@ -28,6 +33,7 @@ from regionclip.detect.detector import OpenVocabDetector, build_detector
 from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
 from regionclip.errors import CheckpointError, RegionCLIPError
 from regionclip.io import check_file
+from regionclip.preprocess import DETECTION_TEST, Preprocess
 from regionclip.proposals.base import GivenBoxes, TopProposals
 from regionclip.proposals.loading import build_rpn_from_config, load_rpn
 from regionclip.regions import RegionEncoder
@@ -44,7 +50,9 @@ class InferenceModel:
     clip: the CLIP model sharing the detector's image tower (text tower real when ``has_text``); config: the
     checkpoint's config (``{}`` for an OpenAI file); kind: ``detector`` | ``clip`` | ``openai``; mode:
     ``transfer`` (a detector checkpoint) or ``zero-shot``; box_source: ``rpn`` or ``gt`` (boxes given with
-    each image); proposal_preset: the RPN's proposal preset (None without an RPN); path: the file read.
+    each image); proposal_preset: the RPN's proposal preset (None without an RPN); path: the file read;
+    preprocess: how the checkpoint's images are resized and normalised (:mod:`regionclip.preprocess`; old
+    files: their legacy ``input`` sizes, else the official 800 / 1333).
     """
 
     detector: OpenVocabDetector
@@ -57,6 +65,7 @@ class InferenceModel:
     proposal_preset: str | None
     path: Path
     rpn_path: Path | None = None  # the RPN checkpoint read, when not the detector's own
+    preprocess: Preprocess = DETECTION_TEST  # the checkpoint's test-time image preparation (its manifest)
 
     @property
     def preset_name(self) -> str:
@@ -158,6 +167,9 @@ def load_for_inference(
             model.has_text = attach_text_tower(model.clip, beside)
     if max_proposals is not None and model.box_source == "rpn":
         model.detector.proposal_generator = TopProposals(model.detector.proposal_generator, max_proposals)
+    if kind != "openai":
+        model.preprocess = read_preprocess(file, DETECTION_TEST) or DETECTION_TEST
+    model.preprocess.check_normalisation(str(file))
     model.detector.eval()
     model.clip.eval()
     return model

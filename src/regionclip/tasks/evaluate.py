@@ -323,14 +323,16 @@ def evaluate(cfg: EvalConfig) -> dict:
     else:
         gt_eval = gt
 
-    inp = model.config.get("input") if isinstance(model.config.get("input"), dict) else {}
-    short = d.test_short_size or int(inp.get("min_size", 800))
-    max_size = d.max_size or int(inp.get("max_size", 1333))
+    pre = model.preprocess  # the checkpoint's recorded test size and interpolation (old files: 800/1333)
+    short = d.test_short_size or pre.short_size or 800
+    max_size = d.max_size or pre.max_size
     if cfg.templates is not None:
         templates = template_set(cfg.templates)
     else:
         templates = tuple(model.config.get("templates") or template_set("official"))
-    dataset = CocoDetection(gt, d.image_root, names, detector_test_transform(short, max_size))
+    dataset = CocoDetection(
+        gt, d.image_root, names, detector_test_transform(short, max_size, pre.interpolation)
+    )
     dataset.source = d.json
     if len(dataset) == 0:
         raise DataError(f"{d.json}: no images to evaluate")

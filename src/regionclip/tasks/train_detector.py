@@ -49,6 +49,7 @@ from regionclip.engine.distributed import barrier
 from regionclip.engine.loop import TrainConfig, train
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.io import check_file
+from regionclip.preprocess import Preprocess
 from regionclip.proposals.base import GivenBoxes
 from regionclip.proposals.loading import load_rpn
 from regionclip.regions import RegionEncoder
@@ -344,7 +345,6 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
     path = out_dir / "detector.safetensors"
     if dist.is_main:
         extra = {
-            "input": {"min_size": cfg.data.test_short_size, "max_size": cfg.data.max_size},
             "templates": list(templates),
             "clean_class_names": cfg.vocabulary.clean_class_names,
             "split": {"base": list(split.base), "novel": list(split.novel)} if split is not None else None,
@@ -352,7 +352,8 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
             # the frozen region classifier of `detector.ensemble=frozen` (regionclip.detect.ensemble)
             "init_checkpoint": str(Path(cfg.model.weights).resolve()) if cfg.model.weights else None,
         }
-        save_detector(path, detector.cpu(), det_cfg, clip.preset, proposals, classes, text, extra)
+        test = Preprocess(cfg.data.test_short_size, cfg.data.max_size, "bilinear")
+        save_detector(path, detector.cpu(), det_cfg, clip.preset, proposals, classes, text, extra, test)
         skipped = dataset.num_unreadable
         if skipped:
             print(f"train-detector: skipped {skipped} unreadable images")
