@@ -47,7 +47,7 @@ from regionclip.detect.postprocess import (
 from regionclip.detect.sampling import RoISampler
 from regionclip.errors import RegionCLIPError
 from regionclip.proposals.base import ProposalGenerator, Proposals
-from regionclip.regions import RegionEncoder, attention_pool
+from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch, StepOutput, clip_boxes
 
 
@@ -159,8 +159,8 @@ class OpenVocabDetector(nn.Module):
         rois = self.sampler([p.boxes.detach().float() for p in proposals], gt_boxes, gt_labels, num_classes)
 
         res4 = self.backbone.trunk(images.tensor)
-        res5 = self.backbone.visual.layer4(self.backbone.pool(res4, rois.boxes))
-        embeddings = attention_pool(self.backbone.visual.attnpool, res5)  # [R, D]
+        res5 = self.backbone.res5(self.backbone.pool(res4, rois.boxes))
+        embeddings = self.backbone.embed_res5(res5)  # [R, D]
         logits = self.classifier(embeddings, self.train_class_embeddings)
         deltas = self.box_regressor(embeddings)
 
@@ -361,7 +361,7 @@ class OpenVocabDetector(nn.Module):
 
     def _predict_masks(self, res4s: list[Tensor], detections: list[Detections]) -> None:
         """Fill ``masks`` ``[M, m, m]`` (probabilities, box coordinates) of each image's detections."""
-        res5 = self.backbone.visual.layer4(self.pool_per_image(res4s, [d.boxes for d in detections]))
+        res5 = self.backbone.res5(self.pool_per_image(res4s, [d.boxes for d in detections]))
         if res5.shape[0]:
             probs = self.mask_head(res5).sigmoid()
         else:
@@ -431,7 +431,7 @@ def build_detector(
         cls_loss = WeightedCrossEntropy(cfg.bg_loss_weight)
     mask_head = None
     if cfg.mask_on:
-        mask_head = MaskHead(backbone.visual.attnpool.positional_embedding.shape[1])
+        mask_head = MaskHead(backbone.res5_channels)
     return OpenVocabDetector(
         backbone=backbone,
         proposal_generator=proposal_generator,
