@@ -1,11 +1,13 @@
 """Tests of regionclip.detect.postprocess: fusion NaN-drop, thresholds, NMS options, top-k."""
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from regionclip.detect.postprocess import fuse_scores, postprocess_image
+from regionclip.detect.config import DetectorConfig, resolve_recipe
+from regionclip.detect.postprocess import InferenceSettings, fuse_scores, postprocess_image
 
 
 def _logits_for(probs):
@@ -76,3 +78,14 @@ def test_no_candidates_gives_empty_detections():
         logits, torch.tensor([[0.0, 0, 5, 5]]), torch.zeros(1), torch.zeros(1, 3), (10, 10), score_thresh=0.5
     )
     assert len(det) == 0 and det.region_embeddings.shape == (0, 3) and det.labels.dtype == torch.long
+
+
+def test_inference_settings_are_one_frozen_value():
+    lvis = InferenceSettings.from_config(resolve_recipe(DetectorConfig(recipe="lvis")))
+    assert (lvis.score_thresh, lvis.nms, lvis.max_dets, lvis.score_fusion) == (0.02, "soft", 300, "logit")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lvis.score_thresh = 0.5  # type: ignore[misc]
+    changed = lvis.replace(score_thresh=0.5, nms=None)
+    assert changed.score_thresh == 0.5 and changed.nms == "soft" and lvis.score_thresh == 0.02
+    with pytest.raises(ValueError, match="unset"):
+        InferenceSettings.from_config(DetectorConfig())  # recipe not resolved

@@ -120,7 +120,7 @@ def test_index_detections_equal_detect_on_the_same_boxes(ckpt, photos, tmp_path)
     # without suppression (hard NMS at IoU > 1 keeps every box-class pair) they agree pair for pair
     index = load_index(out)
     bank = det.vocabulary_bank("cat,mug,person")
-    det.model.nms_thresh = 1.01
+    det.model.inference = det.model.inference.replace(nms_thresh=1.01)
     found = detect_in_index(index, bank.embeddings, nms="hard", nms_thresh=1.01, max_dets=10_000)
     for record, mine in found:
         ref = det(record["file"], bank, nms="hard", max_dets=10_000)[0]

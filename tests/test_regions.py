@@ -104,3 +104,31 @@ def test_embed_chunks_roi_align_and_head_with_the_same_result():
         chunked, whole = enc.embed(res4, boxes), enc.head(enc.pool(res4, boxes))
     assert chunked.shape == (7, enc.embed_dim)
     torch.testing.assert_close(chunked, whole, rtol=0, atol=1e-6)
+
+
+def test_res5_and_embedding_head_accessors_compose_to_head():
+    torch.manual_seed(0)
+    enc = RegionEncoder(regionclip.create_model("RN-micro").visual, chunk_size=3)
+    res4 = enc.trunk(torch.randn(1, 3, 64, 80))
+    boxes = [torch.tensor([[0.0, 0.0, 40.0, 30.0], [10.0, 5.0, 70.0, 60.0], [2.0, 2.0, 20.0, 20.0]] * 2)]
+    roi = enc.pool(res4, boxes)
+    with torch.no_grad():
+        res5 = enc.res5(roi)
+        assert res5.shape[:2] == (6, enc.res5_channels)
+        torch.testing.assert_close(enc.embed_res5(res5), enc.head(roi))  # chunked head: same embeddings
+        assert enc.embed_res5(res5).shape == (6, enc.embed_dim)
+
+
+def test_nothing_outside_regions_and_clip_reaches_into_the_visual_tower():
+    from pathlib import Path
+
+    root = Path(regionclip.__file__).parent
+    files = [*root.glob("detect/*.py"), *root.glob("pretrain/*.py"), *root.glob("tasks/*.py"),
+             *root.glob("demo/*.py"), root / "export.py", root / "region_index.py"]  # fmt: skip
+    bad = [
+        f"{path.relative_to(root)}:{n}"
+        for path in files
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if ".visual.layer4" in line or ".visual.attnpool" in line
+    ]
+    assert not bad, "use RegionEncoder.res5 / embed_res5 / res5_channels: " + ", ".join(bad)

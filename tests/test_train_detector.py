@@ -85,14 +85,15 @@ def trained(world):
 
 
 def test_train_detector_writes_a_loadable_checkpoint(world, trained, tmp_path, monkeypatch):
-    from regionclip.checkpoint import load_checkpoint
+    from regionclip.checkpoint import load_checkpoint, read_preprocess
     from regionclip.detect.api import Detector
+    from regionclip.preprocess import Preprocess
 
     ckpt = load_checkpoint(trained, kind="detector")
     cfg = ckpt.config
     assert cfg["train_classes"] == ["red block", "blue block"]  # the base classes of the JSON's split
     assert cfg["split"] == {"base": ["red block", "blue block"], "novel": ["green block"]}
-    assert cfg["input"] == {"min_size": 64, "max_size": 96}
+    assert read_preprocess(trained) == Preprocess(64, 96, "bilinear")  # the test size, in the manifest
     assert cfg["templates"] == ["a photo of a {}."] and cfg["has_text_encoder"]
     assert cfg["proposals"]["kind"] == "rpn" and cfg["proposals"]["preset"] == "transfer"
     assert ckpt.state_dict["train_class_embeddings"].shape == (2, 32)

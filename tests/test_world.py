@@ -502,3 +502,41 @@ def test_cli_version_option(tmp_path, monkeypatch, capsys):
     line = capsys.readouterr().out.strip()
     assert "65 categories (48 base, 17 novel)" in line and "1 held-out web_val" in line
     assert _load(out / "world.json")["generator_version"] == "3"
+
+
+def test_category_tables_are_package_data():
+    import fnmatch
+
+    root = Path(world.__file__).resolve().parents[2]  # src/
+    pyproject = (root.parent / "pyproject.toml").read_text()
+    line = re.search(r"^\[tool\.setuptools\.package-data\]\nregionclip = \[(.*)\]$", pyproject, re.M)
+    patterns = re.findall(r'"([^"]+)"', line.group(1))  # what `pip install` ships besides the modules
+    for version, path in world.CATEGORY_TABLES.items():
+        relative = path.resolve().relative_to(root / "regionclip").as_posix()
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative
+        rows = world.categories_table(version)
+        assert [c.name for c in world.categories(version)] == [r["name"] for r in rows]
+        assert {r["split"] for r in rows} == {"base", "novel"}
+    assert len(world.CATEGORIES) == 171 and len(world.NOVEL_NAMES) == 20
+    with pytest.raises(RegionCLIPError, match="unknown world generator version 4"):
+        world.categories_table(4)
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_reads_the_category_tables(tmp_path):
+    import subprocess
+    import sys
+
+    repo = Path(world.__file__).resolve().parents[3]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(repo)], check=True)  # fmt: skip
+    (wheel,) = (tmp_path / "dist").glob("regionclip-*.whl")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(tmp_path / "site"), str(wheel)], check=True)  # fmt: skip
+    code = (
+        "import regionclip.data.world as w; assert '/site/' in w.__file__; "
+        "print(len(w.categories(2)), len(w.categories(3)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""}, cwd=tmp_path)  # fmt: skip
+    assert out.stdout.split() == ["171", "65"]

@@ -1,5 +1,7 @@
 """The project's checkpoint format: one ``.safetensors`` file holding the weights and, in its metadata, a
-JSON config (kind, model preset, and whatever the producer needs to rebuild the model). A checkpoint loads
+JSON config (kind, model preset, and whatever the producer needs to rebuild the model) and, for image models,
+a ``preprocess`` record (:class:`~regionclip.preprocess.Preprocess`: test size, interpolation, pixel
+statistics; :func:`read_preprocess` reads it, or what an older file implies). A checkpoint loads
 with no other file, and loading never executes code (safetensors stores raw tensors only). Files are
 written atomically (temporary file + rename).
 
@@ -21,6 +23,7 @@ from torch import Tensor, nn
 
 from regionclip.errors import CheckpointError
 from regionclip.io import atomic_write
+from regionclip.preprocess import Preprocess, legacy_preprocess
 
 FORMAT = "regionclip"
 FORMAT_VERSION = 1
@@ -36,9 +39,15 @@ class Checkpoint:
 
 
 def save_checkpoint(
-    path: str | Path, state_dict: dict[str, Tensor], kind: str, config: dict[str, Any]
+    path: str | Path,
+    state_dict: dict[str, Tensor],
+    kind: str,
+    config: dict[str, Any],
+    preprocess: Preprocess | None = None,
 ) -> Path:
-    """Write ``state_dict`` and ``config`` (JSON-serialisable) as a ``kind`` checkpoint, atomically."""
+    """Write ``state_dict`` and ``config`` (JSON-serialisable) as a ``kind`` checkpoint, atomically;
+    ``preprocess``: the images' test-time preparation, recorded in the manifest (image models; None: what a
+    legacy ``config["input"]`` says, if anything)."""
     tensors = {}
     seen: dict[int, str] = {}
     for name, tensor in state_dict.items():
@@ -54,6 +63,9 @@ def save_checkpoint(
         "kind": kind,
         "config": json.dumps(config),
     }
+    preprocess = preprocess or legacy_preprocess(kind, config)
+    if preprocess is not None:
+        metadata["preprocess"] = json.dumps(preprocess.to_dict())
     return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
@@ -72,6 +84,24 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
             f"{path}: a safetensors file but not a regionclip checkpoint (no 'format' metadata)"
         )
     return metadata
+
+
+def read_preprocess(path: str | Path, default: Preprocess | None = None) -> Preprocess | None:
+    """The :class:`~regionclip.preprocess.Preprocess` recorded in the checkpoint ``path`` (metadata only; the
+    tensors are not read); for a file written before the record: what its legacy ``input`` config implies
+    (detector ``min_size``, RPN ``short_size``), else ``default``."""
+    metadata = read_checkpoint_metadata(path)
+    if "preprocess" in metadata:
+        try:
+            data = json.loads(metadata["preprocess"])
+        except ValueError:
+            raise CheckpointError(f"{path}: the preprocess record is not JSON") from None
+        return Preprocess.from_dict(data, str(path))
+    try:
+        config = json.loads(metadata.get("config", "{}"))
+    except ValueError:
+        raise CheckpointError(f"{path}: the config record is not JSON") from None
+    return legacy_preprocess(metadata.get("kind", "?"), config) or default
 
 
 def load_checkpoint(path: str | Path, kind: str | tuple[str, ...] | None = None) -> Checkpoint:

@@ -48,7 +48,7 @@ class ImageSide(nn.Module):
         self.classifier = detector.classifier
         self.box_regressor = detector.box_regressor
         self.box_transform = detector.box_transform
-        self.apply_box_deltas = detector.apply_box_deltas
+        self.apply_box_deltas = detector.inference.apply_box_deltas
         self.ensemble = detector.ensemble  # FrozenRegionClassifier or None
 
     def forward(
@@ -58,11 +58,9 @@ class ImageSide(nn.Module):
         class_embeddings: Tensor,
         ensemble_weights: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        from regionclip.regions import attention_pool
-
         res4 = self.backbone.trunk(image)
         roi = self.backbone.pool(res4, [proposals])
-        embeddings = attention_pool(self.backbone.visual.attnpool, self.backbone.visual.layer4(roi))
+        embeddings = self.backbone.embed_res5(self.backbone.res5(roi))
         logits = self.classifier(embeddings, class_embeddings)
         boxes = proposals
         if self.apply_box_deltas:
@@ -77,7 +75,7 @@ class ImageSide(nn.Module):
         reported = torch.minimum(torch.clamp(boxes, min=0.0), upper)
         features = res4 if frozen.share_trunk else frozen.encoder.trunk(image)
         roi = frozen.encoder.pool(features, [reported])
-        frozen_emb = attention_pool(frozen.encoder.visual.attnpool, frozen.encoder.visual.layer4(roi))
+        frozen_emb = frozen.encoder.embed_res5(frozen.encoder.res5(roi))
         x = F.normalize(frozen_emb, dim=-1)
         t = F.normalize(class_embeddings, dim=-1)
         scores = ensemble_scores(logits, x @ t.t() / frozen.temperature, ensemble_weights)

@@ -1,5 +1,6 @@
 """Atomic file writes: every output and checkpoint is written to a temporary file and renamed into place,
-so an interrupted run never leaves a half-written file where a complete one was."""
+so an interrupted run never leaves a half-written file where a complete one was; and :func:`check_file`,
+the one check that a configured input file is set and exists."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from regionclip.errors import CheckpointError, ConfigError
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -37,3 +40,14 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 
 def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def check_file(path: str | Path | None, what: str) -> Path:
+    """``path`` as a :class:`Path` when it names an existing file; else a one-line error naming the setting
+    ``what`` (:class:`ConfigError` when unset, :class:`CheckpointError` when the file is missing)."""
+    if not path:
+        raise ConfigError(f"{what} is not set")
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{what}: file not found: {p}")
+    return p

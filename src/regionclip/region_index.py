@@ -93,14 +93,14 @@ def model_identity(det: Detector, checkpoint: str | Path, rpn: str | Path | None
         "min_size": det.min_size,
         "max_size": det.max_size,
         "inference": {
-            "score_thresh": model.score_thresh,
-            "nms": model.nms,
-            "nms_thresh": model.nms_thresh,
-            "soft_nms_sigma": model.soft_nms_sigma,
-            "soft_nms_prune": model.soft_nms_prune,
-            "max_dets": model.max_dets,
-            "score_fusion": model.score_fusion,
-            "apply_box_deltas": model.apply_box_deltas,
+            "score_thresh": model.inference.score_thresh,
+            "nms": model.inference.nms,
+            "nms_thresh": model.inference.nms_thresh,
+            "soft_nms_sigma": model.inference.soft_nms_sigma,
+            "soft_nms_prune": model.inference.soft_nms_prune,
+            "max_dets": model.inference.max_dets,
+            "score_fusion": model.inference.score_fusion,
+            "apply_box_deltas": model.inference.apply_box_deltas,
         },
     }
 
@@ -193,7 +193,7 @@ def embed_image(
     res4 = model.backbone.trunk(batch.tensor)
     embeddings = model.embed_regions(res4, [boxes])
     pred = boxes
-    if model.apply_box_deltas:
+    if model.inference.apply_box_deltas:
         pred = model.box_transform.decode(model.box_regressor(embeddings), boxes)
     w, h = originals[0].size
     return IndexedImage(

@@ -124,8 +124,25 @@ class RegionEncoder(nn.Module):
         """RoIAlign features ``[sum N_i, C4, r, r]``."""
         return roi_pool(res4, boxes, self.pooler_resolution)
 
+    @property
+    def res5_channels(self) -> int:
+        """Channels C5 of the res5 features (CLIP's layer4 output; the mask head's input)."""
+        return int(self.visual.attnpool.positional_embedding.shape[1])
+
+    def res5(self, roi_features: Tensor) -> Tensor:
+        """The res5 stage (CLIP's layer4) of RoI features ``[R, C4, r, r]`` -> ``[R, C5, r/2, r/2]``: every
+        region at once, in the caller's autocast (no region of its own; :meth:`head` is the chunked,
+        autocast path to embeddings)."""
+        return self.visual.layer4(roi_features)
+
+    def embed_res5(self, res5_features: Tensor) -> Tensor:
+        """Region embeddings ``[R, D]`` from res5 features ``[R, C5, g, g]``: CLIP's attention pool (mean-token
+        query, :func:`attention_pool`), in the caller's autocast."""
+        return attention_pool(self.visual.attnpool, res5_features)
+
     def head(self, roi_features: Tensor) -> Tensor:
-        """Region embeddings ``[R, D]`` float32 from RoI features ``[R, C4, r, r]``."""
+        """Region embeddings ``[R, D]`` float32 from RoI features ``[R, C4, r, r]`` (= ``embed_res5(res5(.))``,
+        chunked, under the encoder's autocast)."""
         with compute_region(self, roi_features.device.type):
             return run_region_head(self.visual, roi_features, self.chunk_size).float()
 

@@ -29,6 +29,7 @@ from regionclip.checkpoint import (
 from regionclip.clip.model import CLIP
 from regionclip.clip.presets import ModelPreset, get_preset
 from regionclip.errors import CheckpointError
+from regionclip.preprocess import DETECTION_TEST, Preprocess
 
 OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 
@@ -89,10 +90,16 @@ def load_clip_weights(model: torch.nn.Module, path: str | Path) -> None:
     load_state_dict_strict(model, state_dict, str(path))
 
 
-def save_clip(model: torch.nn.Module, path: str | Path, extra: dict | None = None) -> Path:
-    """Save a CLIP model as a regionclip checkpoint (kind ``clip``) carrying its preset."""
+def save_clip(
+    model: torch.nn.Module,
+    path: str | Path,
+    extra: dict | None = None,
+    preprocess: Preprocess = DETECTION_TEST,
+) -> Path:
+    """Save a CLIP model as a regionclip checkpoint (kind ``clip``) carrying its preset and its test-time
+    preprocessing (default: the zero-shot detection resize, 800 / 1333 bilinear, CLIP statistics)."""
     return save_checkpoint(
-        path, model.state_dict(), "clip", {"preset": model.preset.to_dict(), **(extra or {})}
+        path, model.state_dict(), "clip", {"preset": model.preset.to_dict(), **(extra or {})}, preprocess
     )
 
 

@@ -141,9 +141,12 @@ def detector_train_transform(
     )
 
 
-def detector_test_transform(short_size: int = 800, max_size: int = 1333) -> Compose:
-    """The detector's test resize (§6.5): short side 800, max 1333, PIL bilinear, no flip."""
-    return Compose([ResizeShortestEdge((short_size,), max_size, "bilinear")])
+def detector_test_transform(
+    short_size: int = 800, max_size: int = 1333, interpolation: Literal["bilinear", "bicubic"] = "bilinear"
+) -> Compose:
+    """The detector's test resize (§6.5): short side 800, max 1333, PIL bilinear (or a checkpoint's recorded
+    ``interpolation``), no flip."""
+    return Compose([ResizeShortestEdge((short_size,), max_size, interpolation)])
 
 
 class ResizeSquare:

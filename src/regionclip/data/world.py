@@ -11,8 +11,9 @@ soft shadows, limited occlusion and photometric jitter. Every image has tight bo
 each object (COCO convention) and several captions that mention 1-3 of the present categories with counts,
 plurals, synonyms, colour/size adjectives, spatial relations and scene words.
 
-The category table :data:`CATEGORIES` is curated by hand; :data:`NOVEL_NAMES` is the fixed novel split
-(never boxed in ``instances_train.json``, present in images and captions). Generation is deterministic for
+The category table (``world_v2_categories.json``, package data; :data:`CATEGORIES` in code) is curated by
+hand; :data:`NOVEL_NAMES` is its fixed novel split (never boxed in ``instances_train.json``, present in
+images and captions). Generation is deterministic for
 a seed whatever the number of workers: image ``i`` of split ``s`` draws from ``numpy.random.default_rng
 ((seed, SEED_STREAM[s], i))``. The optional ``test`` split (held out: generated apart, from its own seed
 stream, and never used for development choices) leaves the other splits byte-identical. See ``docs/world.md``.
@@ -87,192 +88,34 @@ WEB_SPLITS = ("web", "web_val")  # iconic / alt-text splits (no boxes, no shards
 WEB_VAL_FRACTION = 10  # version 3: web_val has web // 10 images unless the size says otherwise
 ICONIC_SIZE_RANGE = (0.45, 0.85)  # object side as a fraction of the image side, web split
 
-# (code point, name, plural, synonyms, kind). Names are natural English nouns; no name or synonym occurs as
-# whole words inside another category's name or synonym, nor in the caption templates or scene words.
-CATEGORIES: tuple[tuple[int, str, str, tuple[str, ...], str], ...] = (
-    # animals
-    (0x1F415, "dog", "dogs", ("puppy",), "animal"),
-    (0x1F408, "cat", "cats", ("kitten",), "animal"),
-    (0x1F40E, "horse", "horses", ("pony",), "animal"),
-    (0x1F404, "cow", "cows", ("calf",), "animal"),
-    (0x1F416, "pig", "pigs", ("piglet",), "animal"),
-    (0x1F411, "sheep", "sheep", ("lamb",), "animal"),
-    (0x1F418, "elephant", "elephants", (), "animal"),
-    (0x1F992, "giraffe", "giraffes", (), "animal"),
-    (0x1F993, "zebra", "zebras", (), "animal"),
-    (0x1F43F, "chipmunk", "chipmunks", ("squirrel",), "animal"),
-    (0x1F422, "turtle", "turtles", ("tortoise",), "animal"),
-    (0x1F40D, "snake", "snakes", ("serpent",), "animal"),
-    (0x1F41F, "fish", "fish", (), "animal"),
-    (0x1F988, "shark", "sharks", (), "animal"),
-    (0x1F42C, "dolphin", "dolphins", (), "animal"),
-    (0x1F40B, "whale", "whales", (), "animal"),
-    (0x1F419, "octopus", "octopuses", (), "animal"),
-    (0x1F980, "crab", "crabs", (), "animal"),
-    (0x1F98B, "butterfly", "butterflies", (), "animal"),
-    (0x1F41D, "bee", "bees", ("honeybee",), "animal"),
-    (0x1F41E, "ladybug", "ladybugs", ("ladybird",), "animal"),
-    (0x1F40C, "snail", "snails", (), "animal"),
-    (0x1F414, "chicken", "chickens", ("hen",), "animal"),
-    (0x1F986, "duck", "ducks", (), "animal"),
-    (0x1F989, "owl", "owls", (), "animal"),
-    (0x1F985, "eagle", "eagles", (), "animal"),
-    (0x1F427, "penguin", "penguins", (), "animal"),
-    (0x1F99C, "parrot", "parrots", (), "animal"),
-    (0x1F407, "rabbit", "rabbits", ("bunny",), "animal"),
-    (0x1F401, "mouse", "mice", (), "animal"),
-    (0x1F42A, "camel", "camels", ("dromedary",), "animal"),
-    (0x1F996, "dinosaur", "dinosaurs", ("t-rex",), "animal"),
-    (0x1F98E, "lizard", "lizards", (), "animal"),
-    (0x1F40A, "crocodile", "crocodiles", ("alligator",), "animal"),
-    (0x1F998, "kangaroo", "kangaroos", (), "animal"),
-    (0x1F99B, "hippo", "hippos", ("hippopotamus",), "animal"),
-    (0x1F98F, "rhino", "rhinos", ("rhinoceros",), "animal"),
-    # food
-    (0x1F34E, "apple", "apples", (), "food"),
-    (0x1F34C, "banana", "bananas", (), "food"),
-    (0x1F353, "strawberry", "strawberries", (), "food"),
-    (0x1F349, "watermelon", "watermelons", ("melon",), "food"),
-    (0x1F34D, "pineapple", "pineapples", (), "food"),
-    (0x1F351, "peach", "peaches", (), "food"),
-    (0x1F350, "pear", "pears", (), "food"),
-    (0x1F34B, "lemon", "lemons", (), "food"),
-    (0x1F34A, "tangerine", "tangerines", ("mandarin",), "food"),
-    (0x1F955, "carrot", "carrots", (), "food"),
-    (0x1F33D, "corn", "corn cobs", ("corncob",), "food"),
-    (0x1F966, "broccoli", "broccoli", (), "food"),
-    (0x1F344, "mushroom", "mushrooms", (), "food"),
-    (0x1F345, "tomato", "tomatoes", (), "food"),
-    (0x1F346, "eggplant", "eggplants", ("aubergine",), "food"),
-    (0x1F954, "potato", "potatoes", (), "food"),
-    (0x1F951, "avocado", "avocados", (), "food"),
-    (0x1F965, "coconut", "coconuts", (), "food"),
-    (0x1F95D, "kiwi", "kiwis", ("kiwifruit",), "food"),
-    (0x1F355, "pizza", "pizzas", ("slice of pizza",), "food"),
-    (0x1F354, "hamburger", "hamburgers", ("burger",), "food"),
-    (0x1F369, "donut", "donuts", ("doughnut",), "food"),
-    (0x1F36A, "cookie", "cookies", ("biscuit",), "food"),
-    (0x1F382, "cake", "cakes", ("birthday cake",), "food"),
-    (0x1F9C1, "cupcake", "cupcakes", ("muffin",), "food"),
-    (0x1F36D, "lollipop", "lollipops", (), "food"),
-    (0x1F36B, "chocolate bar", "chocolate bars", (), "food"),
-    (0x1F950, "croissant", "croissants", (), "food"),
-    (0x1F956, "baguette", "baguettes", ("loaf of bread",), "food"),
-    (0x1F968, "pretzel", "pretzels", (), "food"),
-    (0x1F95A, "egg", "eggs", (), "food"),
-    (0x1F9C0, "cheese", "cheeses", ("wedge of cheese",), "food"),
-    (0x1F32E, "taco", "tacos", (), "food"),
-    (0x1F363, "sushi", "sushi", (), "food"),
-    (0x1F366, "ice cream", "ice creams", ("ice cream cone",), "food"),
-    # vehicles
-    (0x1F697, "car", "cars", ("automobile",), "vehicle"),
-    (0x1F68C, "bus", "buses", (), "vehicle"),
-    (0x1F6B2, "bicycle", "bicycles", ("bike",), "vehicle"),
-    (0x1F3CD, "motorcycle", "motorcycles", ("motorbike",), "vehicle"),
-    (0x1F69A, "truck", "trucks", ("van",), "vehicle"),
-    (0x1F682, "locomotive", "locomotives", ("steam engine",), "vehicle"),
-    (0x2708, "airplane", "airplanes", ("plane",), "vehicle"),
-    (0x1F681, "helicopter", "helicopters", (), "vehicle"),
-    (0x26F5, "sailboat", "sailboats", ("boat",), "vehicle"),
-    (0x1F6F4, "scooter", "scooters", (), "vehicle"),
-    (0x1F6F6, "canoe", "canoes", ("kayak",), "vehicle"),
-    # things
-    (0x2602, "umbrella", "umbrellas", ("parasol",), "thing"),
-    (0x1F6F9, "skateboard", "skateboards", (), "thing"),
-    (0x1F3C0, "basketball", "basketballs", (), "thing"),
-    (0x26BD, "soccer ball", "soccer balls", ("football",), "thing"),
-    (0x1FA81, "kite", "kites", (), "thing"),
-    (0x1F3B8, "guitar", "guitars", (), "thing"),
-    (0x1F3BA, "trumpet", "trumpets", (), "thing"),
-    (0x1F941, "drum", "drums", (), "thing"),
-    (0x1F3B9, "piano", "pianos", ("keyboard",), "thing"),
-    (0x1F3BB, "violin", "violins", ("fiddle",), "thing"),
-    (0x1F4F1, "phone", "phones", ("cell phone", "smartphone"), "thing"),
-    (0x1F4FA, "television", "televisions", ("tv",), "thing"),
-    (0x1F4F7, "camera", "cameras", (), "thing"),
-    (0x23F0, "clock", "clocks", ("alarm clock",), "thing"),
-    (0x1F4A1, "lightbulb", "lightbulbs", ("bulb",), "thing"),
-    (0x1F56F, "candle", "candles", (), "thing"),
-    (0x1F511, "key", "keys", (), "thing"),
-    (0x1F528, "hammer", "hammers", (), "thing"),
-    (0x1F527, "wrench", "wrenches", ("spanner",), "thing"),
-    (0x1F4D5, "book", "books", (), "thing"),
-    (0x270F, "pencil", "pencils", (), "thing"),
-    (0x1F392, "backpack", "backpacks", ("rucksack",), "thing"),
-    (0x1F45C, "handbag", "handbags", ("purse",), "thing"),
-    (0x1F451, "crown", "crowns", (), "thing"),
-    (0x1F452, "hat", "hats", (), "thing"),
-    (0x1F45F, "sneaker", "sneakers", ("shoe",), "thing"),
-    (0x1F455, "shirt", "shirts", ("t-shirt",), "thing"),
-    (0x1F9E3, "scarf", "scarves", (), "thing"),
-    (0x1F37E, "bottle", "bottles", (), "thing"),
-    (0x2615, "cup", "cups", ("mug",), "thing"),
-    (0x1F377, "wine glass", "wine glasses", (), "thing"),
-    (0x1F944, "spoon", "spoons", (), "thing"),
-    (0x1FAD6, "teapot", "teapots", (), "thing"),
-    (0x1F3FA, "vase", "vases", ("amphora",), "thing"),
-    (0x1FA91, "chair", "chairs", (), "thing"),
-    (0x1F6CF, "bed", "beds", (), "thing"),
-    (0x1F6BD, "toilet", "toilets", (), "thing"),
-    (0x1F6C1, "bathtub", "bathtubs", ("tub",), "thing"),
-    (0x1FA9E, "mirror", "mirrors", (), "thing"),
-    (0x1F9F8, "teddy bear", "teddy bears", ("stuffed animal",), "thing"),
-    (0x1F381, "gift", "gifts", ("present",), "thing"),
-    (0x1F388, "balloon", "balloons", (), "thing"),
-    (0x1FAB4, "potted plant", "potted plants", ("houseplant",), "thing"),
-    (0x1F335, "cactus", "cacti", (), "thing"),
-    (0x1F33B, "sunflower", "sunflowers", (), "thing"),
-    (0x1F339, "rose", "roses", (), "thing"),
-    (0x1F333, "tree", "trees", (), "thing"),
-    (0x1F341, "maple leaf", "maple leaves", (), "thing"),
-    (0x1F3E0, "house", "houses", ("cottage",), "thing"),
-    (0x1F9ED, "compass", "compasses", (), "thing"),
-    (0x1F52D, "telescope", "telescopes", (), "thing"),
-    (0x1F52C, "microscope", "microscopes", (), "thing"),
-    (0x1F4E6, "parcel", "parcels", ("cardboard box",), "thing"),
-    (0x1F6D2, "shopping cart", "shopping carts", ("trolley",), "thing"),
-    (0x1F9F2, "magnet", "magnets", (), "thing"),
-    (0x1FA93, "axe", "axes", (), "thing"),
-    (0x1F50B, "battery", "batteries", (), "thing"),
-    (0x1F4FB, "radio", "radios", (), "thing"),
-    (0x1F3AE, "game controller", "game controllers", ("gamepad",), "thing"),
-    (0x1F9E9, "puzzle piece", "puzzle pieces", (), "thing"),
-    (0x1F9F9, "broom", "brooms", (), "thing"),
-    (0x1F9FA, "basket", "baskets", (), "thing"),
-    (0x1FAA3, "bucket", "buckets", ("pail",), "thing"),
-    (0x1F514, "bell", "bells", (), "thing"),
-    (0x2693, "anchor", "anchors", (), "thing"),
-    (0x1F3C6, "trophy", "trophies", ("award",), "thing"),
-    (0x1F3C5, "medal", "medals", (), "thing"),
-    (0x1FAB5, "log", "logs", (), "thing"),
-    (0x1F9F3, "suitcase", "suitcases", ("luggage",), "thing"),
-    (0x1F6A6, "traffic light", "traffic lights", (), "thing"),
-    (0x1F6D1, "stop sign", "stop signs", (), "thing"),
-    (0x1F9EF, "fire extinguisher", "fire extinguishers", (), "thing"),
-    (0x1F3A4, "microphone", "microphones", ("mic",), "thing"),
-    (0x1F48E, "diamond", "diamonds", ("gem",), "thing"),
-    (0x1F48D, "ring", "rings", (), "thing"),
-    (0x231A, "watch", "watches", ("wristwatch",), "thing"),
-    (0x1F5A8, "printer", "printers", (), "thing"),
-    (0x1F4BE, "floppy disk", "floppy disks", (), "thing"),
-    (0x1F526, "flashlight", "flashlights", ("torch",), "thing"),
-    (0x1F3EE, "lantern", "lanterns", (), "thing"),
-    (0x1F9F6, "yarn", "balls of yarn", ("ball of yarn",), "thing"),
-    (0x1F6FC, "roller skate", "roller skates", (), "thing"),
-    (0x1F94A, "boxing glove", "boxing gloves", (), "thing"),
-    (0x1F3AF, "dartboard", "dartboards", ("target",), "thing"),
-    (0x1F3A8, "palette", "palettes", (), "thing"),
-    (0x1F58C, "paintbrush", "paintbrushes", ("brush",), "thing"),
-    (0x26C4, "snowman", "snowmen", (), "thing"),
-    (0x1F383, "pumpkin", "pumpkins", ("jack-o-lantern",), "thing"),
-)
+# The category tables are data (package files next to this module, one row per category: codepoint, name,
+# plural, synonyms, kind, split): version 2's 171 emoji categories curated by hand, whose fixed novel split is
+# 20 categories chosen by hand to span animals, food, vehicles and things (in the spirit of COCO's 17 novel
+# classes; never boxed in instances_train.json); version 3's is V3_CATEGORIES_PATH.
+V2_CATEGORIES_PATH = Path(__file__).with_name("world_v2_categories.json")
+CATEGORY_TABLES = {2: V2_CATEGORIES_PATH, 3: V3_CATEGORIES_PATH}  # generator version -> its category table
 
-# The fixed novel split (20 categories, chosen by hand to span animals, food, vehicles and things, in the
-# spirit of COCO's 17 novel classes): never boxed in instances_train.json.
-NOVEL_NAMES: tuple[str, ...] = (
-    "airplane", "bus", "cat", "cow", "elephant", "umbrella", "skateboard", "cup", "cake", "piano",
-    "giraffe", "penguin", "banana", "pizza", "guitar", "teddy bear", "kite", "snail", "pineapple", "bicycle",
-)  # fmt: skip
+
+@functools.cache
+def categories_table(version: int = 2) -> tuple[dict[str, Any], ...]:
+    """The rows of generator ``version``'s category table (``world_v2_categories.json`` or
+    ``world_v3_categories.json``, shipped as package data), in category-id order."""
+    if version not in CATEGORY_TABLES or isinstance(version, bool):
+        _check_version(version)  # the one-line error naming the known versions
+    path = CATEGORY_TABLES[version]
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))["categories"]
+    except (OSError, ValueError, KeyError) as err:
+        raise DataError(f"{path}: the world's category table cannot be read ({err})") from None
+    return tuple(rows)
+
+
+# (code point, name, plural, synonyms, kind) of version 2, in id order, and its novel names (from the table)
+CATEGORIES: tuple[tuple[int, str, str, tuple[str, ...], str], ...] = tuple(
+    (int(r["codepoint"][2:], 16), r["name"], r["plural"], tuple(r["synonyms"]), r["kind"])
+    for r in categories_table(2)
+)
+NOVEL_NAMES: tuple[str, ...] = tuple(r["name"] for r in categories_table(2) if r["split"] == "novel")
 
 # Colour adjectives are measured from each glyph (:func:`_dominant_colour`); these fix the glyphs where the
 # measured colour is not what a person would say (None: no colour adjective for that category).
@@ -391,10 +234,9 @@ def _check_version(version: object) -> int:
     return int(version)  # type: ignore[call-overload]
 
 
-@functools.cache
 def categories_v3_table() -> tuple[dict[str, Any], ...]:
     """The rows of ``world_v3_categories.json`` (version 3: COCO's 65 OVD classes or their stand-ins)."""
-    return tuple(json.loads(V3_CATEGORIES_PATH.read_text(encoding="utf-8"))["categories"])
+    return categories_table(3)
 
 
 # ------------------------------------------------------------------------------------------------- assets

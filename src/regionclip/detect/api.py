@@ -7,12 +7,15 @@ embedding the vocabulary with the CLIP text tower (81-template mean; cached on d
 weights, names and templates, under ``$REGIONCLIP_CACHE`` or ``~/.cache/regionclip``), and mapping boxes back
 to the original image. Results plot themselves and export COCO results.
 
-The detector checkpoint (kind ``detector``) is defined here (:func:`save_detector` / :func:`load_detector`):
+The detector checkpoint (kind ``detector``) is defined here (:func:`write_detector_checkpoint`, the one writer;
+its one reader is :func:`regionclip.detect.loading.load_for_inference`, behind :func:`load_detector` and
+:meth:`Detector.from_pretrained`):
 the detector's state dict (``backbone.visual.*``, ``proposal_generator.*``, ``classifier.*``,
 ``box_regressor.*``, ``train_class_embeddings``, optional ``mask_head.*``) plus, optionally, the CLIP text
 tower under ``text_encoder.*``; its config holds ``detector`` (a :class:`DetectorConfig`), ``clip_preset``,
 ``proposals`` (``{"kind": "rpn", "rpn": <the rpn checkpoint's config>, "preset": ...}`` or
-``{"kind": "gt"}``), ``train_classes`` and optional ``input`` (``min_size``, ``max_size``) and ``templates``.
+``{"kind": "gt"}``), ``train_classes`` and optional ``templates``; its manifest records the test-time
+:class:`~regionclip.preprocess.Preprocess` (files written before it: ``input.min_size`` / ``max_size``).
 """
 
 from __future__ import annotations
@@ -28,42 +31,36 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from regionclip.checkpoint import (
-    load_checkpoint,
-    load_state_dict_strict,
-    read_checkpoint_metadata,
-    save_checkpoint,
-)
-from regionclip.clip.checkpoint import attach_text_tower, copy_text_tower, has_text_tower, load_clip
-from regionclip.clip.model import CLIP
-from regionclip.clip.presets import ModelPreset
+from regionclip.checkpoint import save_checkpoint
 from regionclip.concepts import OFFICIAL_TEMPLATES, ConceptBank, build_concept_bank
-from regionclip.config import config_from_dict, config_to_dict
+from regionclip.config import config_to_dict
 from regionclip.data.images import open_image
 from regionclip.detect.config import DetectorConfig
-from regionclip.detect.detector import OpenVocabDetector, build_detector
-from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
+from regionclip.detect.detector import OpenVocabDetector
+from regionclip.detect.ensemble import EnsembleConfig
+from regionclip.detect.loading import (
+    TEXT_KEY,
+    InferenceModel,
+    checkpoint_kind,
+    load_for_inference,
+    resolve_checkpoint,
+)
 from regionclip.detect.postprocess import Detections
 from regionclip.detect.visualize import DEFAULT_SHOW_SCORE, DEFAULT_SHOW_TOP, draw_detections
 from regionclip.errors import CheckpointError, RegionCLIPError
+from regionclip.preprocess import DETECTION_TEST, Preprocess, legacy_preprocess
 from regionclip.proposals.base import GivenBoxes
-from regionclip.proposals.loading import build_rpn_from_config
-from regionclip.proposals.loading import (
-    load_rpn as load_rpn_checkpoint,  # the one RPN loader, by its old name
+from regionclip.proposals.loading import (  # noqa: F401 - the one RPN loader, by its old name
+    load_rpn as load_rpn_checkpoint,
 )
-from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch, xyxy_to_xywh
 
-TEXT_KEY = "text_encoder."
-ZERO_SHOT_DETECTOR = {"nms": "hard", "nms_thresh": 0.5, "apply_box_deltas": False, "score_thresh": 0.05}
+PIL_RESAMPLING = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC}
 
 
 def default_cache_dir() -> Path:
     """``$REGIONCLIP_CACHE`` or ``~/.cache/regionclip``: where vocabulary embeddings are cached."""
     return Path(os.environ.get("REGIONCLIP_CACHE") or Path.home() / ".cache" / "regionclip")
-
-
-# ------------------------------------------------------------------------------------------ proposals
 
 
 # ------------------------------------------------------------------------------------ detector files
@@ -78,6 +75,7 @@ def save_detector(
     train_classes: Sequence[str] | None = None,
     text_state: dict[str, Tensor] | None = None,
     extra: dict | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Path:
     """Write a ``detector`` checkpoint that :func:`load_detector` rebuilds alone (see the module doc).
 
@@ -87,7 +85,7 @@ def save_detector(
     """
     state = {k: v for k, v in detector.state_dict().items() if not k.startswith("ensemble.")}
     return write_detector_checkpoint(
-        path, state, cfg, clip_preset, proposals, train_classes, text_state, extra
+        path, state, cfg, clip_preset, proposals, train_classes, text_state, extra, preprocess
     )
 
 
@@ -100,10 +98,13 @@ def write_detector_checkpoint(
     train_classes: Sequence[str] | None = None,
     text_state: dict[str, Tensor] | None = None,
     extra: dict | None = None,
+    preprocess: Preprocess | None = None,
 ) -> Path:
     """The one writer of ``detector`` checkpoints (:func:`save_detector` from a model, ``regionclip convert``
     from a converted state dict): ``state`` (detector keys) plus the text tower under ``text_encoder.*``, and
-    the config of the module doc; :func:`load_detector` is its reader."""
+    the config of the module doc, and the test-time ``preprocess`` in the manifest (None: the legacy
+    ``extra["input"]`` sizes when given, else the official 800 / 1333); its reader is
+    :func:`~regionclip.detect.loading.load_for_inference`."""
     state = dict(state)
     for key, value in (text_state or {}).items():
         state[TEXT_KEY + key] = value
@@ -115,19 +116,11 @@ def write_detector_checkpoint(
         "has_text_encoder": bool(text_state),
         **(extra or {}),
     }
-    return save_checkpoint(path, state, "detector", config)
+    preprocess = preprocess or legacy_preprocess("detector", config) or DETECTION_TEST
+    return save_checkpoint(path, state, "detector", config, preprocess)
 
 
-@dataclass
-class LoadedDetector:
-    detector: OpenVocabDetector
-    clip: Any  # CLIP model sharing the detector's visual tower; text tower loaded when has_text
-    has_text: bool
-    config: dict
-
-
-def _clip_around(preset_dict: dict) -> Any:
-    return CLIP(ModelPreset.from_dict(preset_dict))
+LoadedDetector = InferenceModel  # the old name of what the reader returns
 
 
 def load_detector(
@@ -136,35 +129,20 @@ def load_detector(
     *,
     ensemble: EnsembleConfig | None = None,
     **overrides: Any,
-) -> LoadedDetector:
+) -> InferenceModel:
     """Rebuild a detector from a ``detector`` checkpoint alone; ``overrides`` change DetectorConfig fields.
 
     ensemble: with ``ensemble.ensemble == "frozen"``, the frozen-classifier score ensemble is attached
     (:mod:`regionclip.detect.ensemble`; its checkpoint is the recorded initial one unless the config names one).
+    The reading is :func:`~regionclip.detect.loading.load_for_inference`'s (nothing taken from beside the file).
     """
-    ckpt = load_checkpoint(path, kind="detector")
-    config = ckpt.config
-    try:
-        cfg = config_from_dict(DetectorConfig, {**config["detector"], **overrides})
-        clip = _clip_around(config["clip_preset"])
-        pconf = config["proposals"]
-    except KeyError as err:
-        raise CheckpointError(f"{path}: detector checkpoint config lacks {err}") from None
-    if pconf.get("kind") == "rpn":
-        generator = build_rpn_from_config(pconf["rpn"], proposal_preset or pconf.get("preset"))
-    else:
-        generator = GivenBoxes()
-    state = {k: v for k, v in ckpt.state_dict.items() if not k.startswith(TEXT_KEY)}
-    text = {k[len(TEXT_KEY) :]: v for k, v in ckpt.state_dict.items() if k.startswith(TEXT_KEY)}
-    detector = build_detector(cfg, RegionEncoder(clip.visual), generator, state["train_class_embeddings"])
-    load_state_dict_strict(detector, state, str(path))
-    if text:
-        copy_text_tower(clip, text, str(path))
-    if ensemble is not None and ensemble.ensemble not in ("none", "frozen"):
-        raise RegionCLIPError(f"ensemble: expected 'none' or 'frozen', got {ensemble.ensemble!r}")
-    if ensemble is not None and ensemble.ensemble == "frozen":
-        detector.ensemble = build_frozen_classifier(ensemble, detector.backbone, config, path)
-    return LoadedDetector(detector.eval(), clip.eval(), bool(text), config)
+    file, _ = resolve_checkpoint(path)
+    kind = checkpoint_kind(file)
+    if kind != "detector":
+        raise CheckpointError(f"{file}: is a '{kind}' checkpoint, expected 'detector'")
+    return load_for_inference(
+        file, rpn_preset=proposal_preset, ensemble=ensemble, text_from_folder=False, overrides=overrides
+    )
 
 
 # --------------------------------------------------------------------------------------------- images
@@ -300,6 +278,7 @@ class Detector:
         device: str | torch.device = "cpu",
         source: str = "",
         clean_class_names: bool = True,
+        interpolation: str = "bilinear",
     ):
         self.device = torch.device(device)
         self.model = detector.to(self.device).eval()
@@ -307,6 +286,11 @@ class Detector:
         self.has_text = has_text
         self.min_size = min_size
         self.max_size = max_size
+        if interpolation not in PIL_RESAMPLING:
+            raise RegionCLIPError(
+                f"interpolation: expected one of {list(PIL_RESAMPLING)}, got {interpolation!r}"
+            )
+        self.interpolation = interpolation  # PIL resampling of the test resize (the checkpoint's)
         self.templates = tuple(templates)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.source = source
@@ -336,6 +320,13 @@ class Detector:
         * a folder written by ``regionclip convert`` (``detector.safetensors`` or ``clip.safetensors`` +
           ``rpn.safetensors``).
 
+        Reading is :func:`~regionclip.detect.loading.load_for_inference`'s (as for ``regionclip eval``); an
+        ``rpn`` given with a detector checkpoint replaces the detector's own RPN. A clip checkpoint gets the
+        one zero-shot recipe (:func:`~regionclip.detect.config.zero_shot_config`, COCO: score > 0.001, hard
+        NMS 0.5, 100 detections, boxes as proposed), the settings ``regionclip eval`` scores with: results
+        keep every detection above that threshold; what a picture shows is chosen when drawing
+        (:meth:`DetectionResult.plot`'s ``min_score``, default 0.3; ``regionclip detect --show-score``).
+
         ensemble: ``"frozen"`` (or an :class:`~regionclip.detect.ensemble.EnsembleConfig` with weights, τ and
         the frozen checkpoint) ensembles a detector checkpoint's scores with its frozen initial region
         classifier (F-VLM; :mod:`regionclip.detect.ensemble`); ``None`` / ``"none"``: the detector alone.
@@ -343,59 +334,16 @@ class Detector:
         """
         if ensemble is None or isinstance(ensemble, str):
             ensemble = EnsembleConfig(ensemble=ensemble or "none")  # type: ignore[arg-type]
-        if ensemble.ensemble not in ("none", "frozen"):
-            raise RegionCLIPError(f"ensemble: expected 'none' or 'frozen', got {ensemble.ensemble!r}")
-        path = Path(path)
-        if path.is_dir():
-            if (path / "detector.safetensors").is_file():
-                file = path / "detector.safetensors"
-            elif (path / "clip.safetensors").is_file():
-                file = path / "clip.safetensors"
-                if rpn is None and (path / "rpn.safetensors").is_file():
-                    rpn = path / "rpn.safetensors"
-            else:
-                raise CheckpointError(f"{path}: a folder without detector.safetensors or clip.safetensors")
-        else:
-            file = path
-        kind = read_checkpoint_metadata(file).get("kind")
-        if kind == "detector":
-            loaded = load_detector(file, ensemble=ensemble, **detector_overrides)
-            has_text = loaded.has_text
-            clip = loaded.clip
-            if not has_text and (file.parent / "clip.safetensors").is_file():
-                has_text = attach_text_tower(clip, file.parent / "clip.safetensors")
-            config = loaded.config
-            detector = loaded.detector
-        elif kind == "clip":
-            if ensemble.ensemble != "none":
-                raise RegionCLIPError(
-                    f"{file}: ensemble=frozen combines a fine-tuned detector with its frozen initial model; "
-                    "this clip checkpoint is already the frozen model (use a detector checkpoint)"
-                )
-
-            clip = load_clip(file)
-            config = load_checkpoint(file, kind="clip").config
-            has_text = has_text_tower(file)
-            if rpn is not None:
-                generator, _ = load_rpn_checkpoint(rpn, preset="zero_shot")
-                fusion = "logit"
-            else:
-                generator, fusion = GivenBoxes(), "none"
-            fields = {**ZERO_SHOT_DETECTOR, "score_fusion": fusion, **detector_overrides}
-            cfg = config_from_dict(DetectorConfig, fields)
-            placeholder = torch.zeros(1, clip.embed_dim)
-            detector = build_detector(cfg, RegionEncoder(clip.visual), generator, placeholder)
-        else:
-            raise CheckpointError(
-                f"{file}: is a '{kind}' checkpoint, expected a 'detector' or 'clip' checkpoint"
-            )
-        inp = config.get("input", {}) if isinstance(config.get("input"), dict) else {}
+        loaded = load_for_inference(path, rpn=rpn, ensemble=ensemble, overrides=detector_overrides)
+        detector, clip, has_text, config = loaded.detector, loaded.clip, loaded.has_text, loaded.config
+        pre = loaded.preprocess  # the checkpoint's recorded test size and interpolation
         return cls(
             detector,
             clip,
             has_text,
-            min_size=min_size or int(inp.get("min_size", 800)),
-            max_size=max_size or int(inp.get("max_size", 1333)),
+            min_size=min_size or pre.short_size or DETECTION_TEST.short_size,
+            max_size=max_size or pre.max_size,
+            interpolation=pre.interpolation,
             templates=templates or tuple(config.get("templates") or OFFICIAL_TEMPLATES),
             cache_dir=cache_dir,
             device=device,
@@ -436,7 +384,8 @@ class Detector:
         for img in originals:
             w, h = img.size
             new_h, new_w = resized_size(h, w, self.min_size, self.max_size)
-            resized = img if (new_h, new_w) == (h, w) else img.resize((new_w, new_h), Image.BILINEAR)
+            resample = PIL_RESAMPLING[self.interpolation]
+            resized = img if (new_h, new_w) == (h, w) else img.resize((new_w, new_h), resample)
             tensors.append(to_tensor(resized))
             scales.append((w / new_w, h / new_h))
         return originals, ImageBatch.from_images(tensors).to(self.device), scales
@@ -452,7 +401,8 @@ class Detector:
         """Detect ``vocabulary`` in ``images`` (one image or a list); one :class:`DetectionResult` each.
 
         boxes: per-image candidate boxes (original pixels, xyxy) for a detector without an RPN.
-        predict_kwargs: ``score_thresh``, ``nms``, ``max_dets``, ``apply_box_deltas``, ``score_fusion``.
+        predict_kwargs: ``score_thresh``, ``nms``, ``max_dets``, ``apply_box_deltas``, ``score_fusion``
+        (one call's changes to the detector's :class:`~regionclip.detect.postprocess.InferenceSettings`).
         """
         single = not isinstance(images, (list, tuple))
         images = [images] if single else list(images)

@@ -13,6 +13,11 @@ meaning "as the recipe says", and can be set explicitly to override it. :func:`r
 | nms              | soft (sigma 0.5)        | soft                       |
 | max_dets         | 100                     | 300                        |
 | score_fusion     | none                    | logit (sqrt(p * logit))    |
+
+Zero-shot inference (method reference §7) has ONE recipe, :func:`zero_shot_config`: hard per-class NMS at
+0.5, regions used as they are (no box deltas), no mask head, RPN-score fusion ``logit`` with RPN proposals
+and ``none`` with given (GT) boxes; score threshold 0.001 on COCO, and on LVIS 0.02 with the RPN or 0.0001
+with GT boxes (the official scripts); 100 (COCO) or 300 (LVIS) detections from the recipe.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from typing import Literal
+
+from regionclip.config import config_from_dict
 
 RECIPES: dict[str, dict[str, object]] = {
     "coco": {
@@ -66,6 +73,38 @@ class DetectorConfig:
     score_fusion: Literal["none", "logit", "sigmoid"] | None = None  # RPN score fusion (None: recipe)
     apply_box_deltas: bool = True  # move proposals by the predicted deltas at test time (False: zero-shot)
     batched_inference: bool = False  # test trunk + RPN on the padded batch (official: per image, exact)
+
+
+ZERO_SHOT: dict[str, object] = {
+    "mask_on": False,
+    "nms": "hard",
+    "nms_thresh": 0.5,
+    "apply_box_deltas": False,
+}  # official zero-shot settings common to both box sources and both recipes (§7)
+ZERO_SHOT_SCORE_THRESH = {
+    ("coco", "rpn"): 0.001,
+    ("coco", "gt"): 0.001,
+    ("lvis", "rpn"): 0.02,
+    ("lvis", "gt"): 0.0001,
+}
+
+
+def zero_shot_config(
+    recipe: Literal["coco", "lvis"] = "coco", box_source: Literal["rpn", "gt"] = "rpn", **overrides: object
+) -> DetectorConfig:
+    """The detector settings of zero-shot inference (see the module doc) for the ``recipe`` and the region
+    source (``"rpn"``: RPN proposals; ``"gt"``: boxes given with each image); ``overrides`` (DetectorConfig
+    fields) win. The only definition of the zero-shot recipe."""
+    if recipe not in RECIPES or box_source not in ("rpn", "gt"):
+        raise ValueError(f"zero-shot recipe: expected coco|lvis and rpn|gt, got {recipe!r}, {box_source!r}")
+    fields = {
+        "recipe": recipe,
+        **ZERO_SHOT,
+        "score_fusion": "logit" if box_source == "rpn" else "none",
+        "score_thresh": ZERO_SHOT_SCORE_THRESH[(recipe, box_source)],
+        **overrides,
+    }
+    return config_from_dict(DetectorConfig, fields)
 
 
 def resolve_recipe(cfg: DetectorConfig) -> DetectorConfig:

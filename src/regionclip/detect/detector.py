@@ -37,11 +37,17 @@ from regionclip.detect.losses import (
     box_regression_loss,
     mask_loss,
 )
-from regionclip.detect.postprocess import Detections, NmsKind, ScoreFusion, postprocess_image
+from regionclip.detect.postprocess import (
+    Detections,
+    InferenceSettings,
+    NmsKind,
+    ScoreFusion,
+    postprocess_image,
+)
 from regionclip.detect.sampling import RoISampler
 from regionclip.errors import RegionCLIPError
 from regionclip.proposals.base import ProposalGenerator, Proposals
-from regionclip.regions import RegionEncoder, attention_pool
+from regionclip.regions import RegionEncoder
 from regionclip.structures import ImageBatch, StepOutput, clip_boxes
 
 
@@ -94,7 +100,8 @@ class OpenVocabDetector(nn.Module):
     sampler: RoI matching and sampling; cls_loss: ``(logits [N, K+1], targets [N]) -> scalar``;
     train_class_embeddings: ``[K_train, D]`` text embeddings of the training classes (frozen buffer);
     box_transform: delta coding; mask_head: optional class-agnostic mask head on res5 RoI features.
-    The remaining scalars are the default inference settings of :meth:`predict`. ``ensemble`` (None unless
+    inference: the test-time settings (:class:`~regionclip.detect.postprocess.InferenceSettings`), the
+    defaults of :meth:`predict`'s keyword settings. ``ensemble`` (None unless
     attached by ``load_detector(..., ensemble=...)``): the frozen-classifier score ensemble of
     :mod:`regionclip.detect.ensemble`, applied by :meth:`predict` before the post-processing.
     """
@@ -110,15 +117,7 @@ class OpenVocabDetector(nn.Module):
         train_class_embeddings: Tensor,
         box_transform: BoxTransform | None = None,
         mask_head: MaskHead | None = None,
-        score_thresh: float = 0.001,
-        nms: NmsKind = "soft",
-        nms_thresh: float = 0.5,
-        soft_nms_sigma: float = 0.5,
-        soft_nms_prune: float = 0.001,
-        max_dets: int = 100,
-        score_fusion: ScoreFusion = "none",
-        apply_box_deltas: bool = True,
-        batched_inference: bool = False,
+        inference: InferenceSettings | None = None,
     ):
         super().__init__()
         self.backbone = backbone
@@ -132,15 +131,7 @@ class OpenVocabDetector(nn.Module):
         self.cls_loss = cls_loss
         self.box_transform = box_transform or BoxTransform()
         self.register_buffer("train_class_embeddings", train_class_embeddings.detach().clone().float())
-        self.score_thresh = score_thresh
-        self.nms = nms
-        self.nms_thresh = nms_thresh
-        self.soft_nms_sigma = soft_nms_sigma
-        self.soft_nms_prune = soft_nms_prune
-        self.max_dets = max_dets
-        self.score_fusion = score_fusion
-        self.apply_box_deltas = apply_box_deltas
-        self.batched_inference = batched_inference
+        self.inference = inference or InferenceSettings()
         # optional frozen-classifier score ensemble (regionclip.detect.ensemble), attached at load time
         self.ensemble: nn.Module | None = None
 
@@ -168,8 +159,8 @@ class OpenVocabDetector(nn.Module):
         rois = self.sampler([p.boxes.detach().float() for p in proposals], gt_boxes, gt_labels, num_classes)
 
         res4 = self.backbone.trunk(images.tensor)
-        res5 = self.backbone.visual.layer4(self.backbone.pool(res4, rois.boxes))
-        embeddings = attention_pool(self.backbone.visual.attnpool, res5)  # [R, D]
+        res5 = self.backbone.res5(self.backbone.pool(res4, rois.boxes))
+        embeddings = self.backbone.embed_res5(res5)  # [R, D]
         logits = self.classifier(embeddings, self.train_class_embeddings)
         deltas = self.box_regressor(embeddings)
 
@@ -210,7 +201,7 @@ class OpenVocabDetector(nn.Module):
         Per image on the unpadded image (default, batch-size independent), or one pass over the padded
         batch when ``batched_inference`` (then ``res4`` of image i is row i of the batched features).
         """
-        if self.batched_inference:
+        if self.inference.batched_inference:
             return self.propose(images, given_boxes), self.trunk_features(images)
         proposals = []
         for i, tensor in enumerate(self.trunk_inputs(images)):
@@ -221,13 +212,13 @@ class OpenVocabDetector(nn.Module):
     def trunk_inputs(self, images: ImageBatch) -> list[Tensor]:
         """The tensor the trunk sees for each image in :meth:`inference_features`: ``[1, 3, h, w]`` (unpadded),
         or row i of the padded batch when ``batched_inference``."""
-        if self.batched_inference:
+        if self.inference.batched_inference:
             return [images.tensor[i : i + 1] for i in range(len(images))]
         return [images.tensor[i : i + 1, :, :h, :w] for i, (h, w) in enumerate(images.image_sizes)]
 
     def trunk_features(self, images: ImageBatch) -> list[Tensor]:
         """``res4`` ``[1, C4, h_i/16, w_i/16]`` of each image (of :meth:`trunk_inputs`)."""
-        if self.batched_inference:
+        if self.inference.batched_inference:
             res4 = self.backbone.trunk(images.tensor)
             return [res4[i : i + 1] for i in range(len(images))]
         return [self.backbone.trunk(tensor) for tensor in self.trunk_inputs(images)]
@@ -293,7 +284,7 @@ class OpenVocabDetector(nn.Module):
         region embeddings, classifier logits and (moved) boxes; post-process it with :meth:`detections`, as
         often as there are scoring variants."""
         self._check_vocabulary(class_embeddings)
-        apply_box_deltas = self.apply_box_deltas if apply_box_deltas is None else apply_box_deltas
+        apply_box_deltas = self.inference.replace(apply_box_deltas=apply_box_deltas).apply_box_deltas
         device = self.train_class_embeddings.device
         images = images.to(device)
         class_embeddings = class_embeddings.to(device)
@@ -322,10 +313,9 @@ class OpenVocabDetector(nn.Module):
         :class:`~regionclip.detect.ensemble.FrozenRegionClassifier`; None: the classifier's scores alone), the
         RPN-score fusion, the score threshold, per-class NMS and the top ``max_dets`` (settings default to the
         build-time recipe), then the masks of a mask head."""
-        score_thresh = self.score_thresh if score_thresh is None else score_thresh
-        nms = self.nms if nms is None else nms
-        max_dets = self.max_dets if max_dets is None else max_dets
-        score_fusion = self.score_fusion if score_fusion is None else score_fusion
+        settings = self.inference.replace(
+            score_thresh=score_thresh, nms=nms, max_dets=max_dets, score_fusion=score_fusion
+        )
         images, proposals, res4s = regions.images, regions.proposals, regions.res4s
         logits, all_boxes, embeddings = regions.logits, regions.boxes, regions.embeddings
         counts = [len(p) for p in proposals]
@@ -355,13 +345,13 @@ class OpenVocabDetector(nn.Module):
                 prop.objectness,
                 emb,
                 images.image_sizes[i],
-                score_thresh=score_thresh,
-                nms=nms,
-                nms_thresh=self.nms_thresh,
-                soft_nms_sigma=self.soft_nms_sigma,
-                soft_nms_prune=self.soft_nms_prune,
-                max_dets=max_dets,
-                score_fusion=score_fusion,
+                score_thresh=settings.score_thresh,
+                nms=settings.nms,
+                nms_thresh=settings.nms_thresh,
+                soft_nms_sigma=settings.soft_nms_sigma,
+                soft_nms_prune=settings.soft_nms_prune,
+                max_dets=settings.max_dets,
+                score_fusion=settings.score_fusion,
                 probs=pr,
             )
             results.append(det)
@@ -371,7 +361,7 @@ class OpenVocabDetector(nn.Module):
 
     def _predict_masks(self, res4s: list[Tensor], detections: list[Detections]) -> None:
         """Fill ``masks`` ``[M, m, m]`` (probabilities, box coordinates) of each image's detections."""
-        res5 = self.backbone.visual.layer4(self.pool_per_image(res4s, [d.boxes for d in detections]))
+        res5 = self.backbone.res5(self.pool_per_image(res4s, [d.boxes for d in detections]))
         if res5.shape[0]:
             probs = self.mask_head(res5).sigmoid()
         else:
@@ -441,7 +431,7 @@ def build_detector(
         cls_loss = WeightedCrossEntropy(cfg.bg_loss_weight)
     mask_head = None
     if cfg.mask_on:
-        mask_head = MaskHead(backbone.visual.attnpool.positional_embedding.shape[1])
+        mask_head = MaskHead(backbone.res5_channels)
     return OpenVocabDetector(
         backbone=backbone,
         proposal_generator=proposal_generator,
@@ -452,13 +442,5 @@ def build_detector(
         train_class_embeddings=train_class_embeddings,
         box_transform=BoxTransform(cfg.box_weights),
         mask_head=mask_head,
-        score_thresh=cfg.score_thresh,
-        nms=cfg.nms,
-        nms_thresh=cfg.nms_thresh,
-        soft_nms_sigma=cfg.soft_nms_sigma,
-        soft_nms_prune=cfg.soft_nms_prune,
-        max_dets=cfg.max_dets,
-        score_fusion=cfg.score_fusion,
-        apply_box_deltas=cfg.apply_box_deltas,
-        batched_inference=cfg.batched_inference,
+        inference=InferenceSettings.from_config(cfg),
     )

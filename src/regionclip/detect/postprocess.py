@@ -16,12 +16,17 @@ Per image, following the official ``fast_rcnn_inference_single_image``:
 6. per-class soft-NMS (Gaussian, sigma 0.5, prune 0.001; scores replaced by the decayed ones) or hard NMS
    (``torchvision.ops.batched_nms`` at ``nms_thresh``);
 7. the ``max_dets`` highest-scoring detections are kept.
+
+A detector holds these settings as one frozen :class:`InferenceSettings` (built from its
+:class:`~regionclip.detect.config.DetectorConfig`; the zero-shot ones come from
+:func:`~regionclip.detect.config.zero_shot_config`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -32,6 +37,35 @@ from regionclip.structures import clip_boxes
 
 ScoreFusion = Literal["none", "logit", "sigmoid"]
 NmsKind = Literal["soft", "hard"]
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    """The test-time settings of a detector (steps 2-7 of the module doc, plus how the trunk runs); one frozen
+    value per detector, changed only by making a copy (:meth:`replace`)."""
+
+    score_thresh: float = 0.001  # (box, class) pairs with score > this are candidates
+    nms: NmsKind = "soft"  # per-class NMS: Gaussian soft-NMS (official scripts) or hard NMS
+    nms_thresh: float = 0.5  # IoU threshold of hard NMS
+    soft_nms_sigma: float = 0.5  # soft-NMS decay exp(-IoU^2 / sigma) (official, no factor 2)
+    soft_nms_prune: float = 0.001  # soft-NMS drops candidates whose decayed score is <= this
+    max_dets: int = 100  # detections kept per image
+    score_fusion: ScoreFusion = "none"  # RPN-score fusion: none | logit (official quirk) | sigmoid
+    apply_box_deltas: bool = True  # move proposals by the regressor's deltas (False: zero-shot, GT boxes)
+    batched_inference: bool = False  # trunk + RPN on the padded batch (default: per image, exact)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> InferenceSettings:
+        """The settings of a (recipe-resolved) :class:`~regionclip.detect.config.DetectorConfig`."""
+        values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cls)}
+        missing = [name for name, value in values.items() if value is None]
+        if missing:
+            raise ValueError(f"inference settings {missing} are unset (resolve the recipe first)")
+        return cls(**values)
+
+    def replace(self, **overrides: Any) -> InferenceSettings:
+        """A copy with the overrides that are not ``None`` (the keyword settings of ``predict``)."""
+        return dataclasses.replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 @dataclass

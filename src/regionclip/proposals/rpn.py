@@ -38,6 +38,7 @@ from regionclip.clip.model import FrozenBatchNorm2d
 from regionclip.config import config_from_dict, config_to_dict
 from regionclip.errors import CheckpointError, ConfigError
 from regionclip.precision import compute_region
+from regionclip.preprocess import Preprocess
 from regionclip.proposals.base import ProposalGenerator, Proposals
 from regionclip.proposals.config import ProposalPreset, RPNConfig, get_proposal_preset
 from regionclip.structures import CLIP_PIXEL_MEAN, CLIP_PIXEL_STD, ImageBatch, clip_boxes
@@ -309,10 +310,17 @@ def build_rpn(cfg: RPNConfig, preset: str = "transfer", load_weights: bool = Tru
     )
 
 
-def save_rpn(rpn: ClassAgnosticRPN, cfg: RPNConfig, path: str | Path, extra: dict | None = None) -> Path:
-    """Save ``rpn`` as a regionclip checkpoint of kind ``rpn`` whose config rebuilds it (trunk preset included)."""
+def save_rpn(
+    rpn: ClassAgnosticRPN,
+    cfg: RPNConfig,
+    path: str | Path,
+    extra: dict | None = None,
+    preprocess: Preprocess | None = None,
+) -> Path:
+    """Save ``rpn`` as a regionclip checkpoint of kind ``rpn`` whose config rebuilds it (trunk preset included);
+    ``preprocess``: its test-time resize (recorded in the manifest)."""
     rebuild = config_to_dict(replace(cfg, trunk_weights=None))
-    return save_checkpoint(path, rpn.state_dict(), "rpn", {"rpn": rebuild, **(extra or {})})
+    return save_checkpoint(path, rpn.state_dict(), "rpn", {"rpn": rebuild, **(extra or {})}, preprocess)
 
 
 def load_rpn_config(path: str | Path) -> RPNConfig:

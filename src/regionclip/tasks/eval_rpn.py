@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from regionclip.checkpoint import load_checkpoint
+from regionclip.checkpoint import read_preprocess
 from regionclip.data.coco import CocoDetection, collate_detection, load_coco_instances
 from regionclip.data.ovd import COCO_BASE_CLASSES, COCO_NOVEL_CLASSES, OvdSplit
 from regionclip.data.transforms import ResizeShortestEdge
@@ -23,6 +23,7 @@ from regionclip.errors import DataError, RegionCLIPError
 from regionclip.eval.recall import ProposalRecall, format_recall_table
 from regionclip.io import atomic_write_json
 from regionclip.precision import apply_precision, resolve_precision
+from regionclip.preprocess import OWN_SIZE
 from regionclip.proposals.loading import load_proposal_generator
 from regionclip.tasks.inference import readable_batches
 
@@ -82,10 +83,11 @@ def eval_rpn(cfg: EvalRPNConfig) -> dict:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rpn = load_proposal_generator(cfg.checkpoint, cfg.preset).to(device)
     apply_precision(rpn, resolve_precision(cfg.precision, device))
-    recorded = load_checkpoint(cfg.checkpoint, kind="rpn").config.get("input", {})
-    short = cfg.short_size or recorded.get("short_size")
-    max_size = cfg.max_size or recorded.get("max_size", 1333)
-    transform = ResizeShortestEdge(short, max_size, "bilinear") if short else None
+    recorded = read_preprocess(cfg.checkpoint, OWN_SIZE) or OWN_SIZE  # the RPN's test size (old: input.*)
+    recorded.check_normalisation(str(cfg.checkpoint))
+    short = cfg.short_size or recorded.short_size
+    max_size = cfg.max_size or recorded.max_size
+    transform = ResizeShortestEdge(short, max_size, recorded.interpolation) if short else None
     dataset = CocoDetection(cfg.data, cfg.images, None, transform, drop_crowd=True)
     groups = _groups(cfg, dataset.classes)
     evaluator = ProposalRecall(sorted(set(cfg.limits)), groups)

@@ -38,16 +38,14 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from regionclip.checkpoint import read_checkpoint_metadata
-from regionclip.clip.checkpoint import attach_text_tower
 from regionclip.concepts import build_concept_bank
 from regionclip.data.coco import CocoDetection, collate_detection, load_coco_instances, read_json
 from regionclip.data.lvis import load_lvis_instances
 from regionclip.data.ovd import OvdSplit
 from regionclip.data.transforms import detector_test_transform
-from regionclip.detect import DetectorConfig, build_detector
-from regionclip.detect.api import default_cache_dir, load_detector
+from regionclip.detect.api import default_cache_dir
 from regionclip.detect.ensemble import EnsembleConfig, build_frozen_classifier
+from regionclip.detect.loading import InferenceModel, load_for_inference
 from regionclip.engine.sharding import gather_lists, inference_job, shard_indices
 from regionclip.errors import CheckpointError, ConfigError, DataError
 from regionclip.eval.coco import evaluate_detections, write_coco_results
@@ -55,13 +53,8 @@ from regionclip.eval.lvis import evaluate_lvis
 from regionclip.eval.protocol import Protocol, write_results
 from regionclip.eval.region_cls import region_accuracy
 from regionclip.precision import apply_precision, resolve_precision
-from regionclip.proposals.base import GivenBoxes, TopProposals
-from regionclip.proposals.loading import load_rpn
-from regionclip.regions import RegionEncoder
 from regionclip.tasks.inference import readable_batches
 from regionclip.tasks.train_detector import (
-    _check_file,
-    load_clip_model,
     resolve_split,
     template_name,
     template_set,
@@ -139,19 +132,6 @@ class EvalProtocol(Protocol):
 # ------------------------------------------------------------------------------------------- model
 
 
-@dataclass
-class EvalModel:
-    detector: nn.Module
-    clip: nn.Module
-    has_text: bool
-    mode: str  # "transfer" | "zero-shot"
-    box_source: str  # "rpn" | "gt"
-    proposal_preset: str | None
-    config: dict  # the checkpoint's config (input, templates, split)
-    preset_name: str
-    path: Path | None = None  # the checkpoint file
-
-
 def _detector_overrides(cfg: EvalConfig) -> dict[str, Any]:
     names = (
         "score_thresh",
@@ -175,86 +155,31 @@ def _parse_boxes(boxes: str | None) -> tuple[str | None, str | None]:
     raise ConfigError(f"boxes: expected 'gt' or 'rpn:PATH' (an rpn checkpoint), got {boxes!r}")
 
 
-def build_eval_model(cfg: EvalConfig, recipe: str) -> EvalModel:
-    """The detector to evaluate (see the module doc) around the checkpoint of ``cfg``."""
-
+def build_eval_model(cfg: EvalConfig, recipe: str) -> InferenceModel:
+    """The detector to evaluate (see the module doc) around the checkpoint of ``cfg``: the reading is
+    :func:`~regionclip.detect.loading.load_for_inference`'s, as for ``Detector.from_pretrained``."""
     if not cfg.checkpoint:
         raise ConfigError("checkpoint is not set (--checkpoint FILE: a detector or clip checkpoint)")
-    path = Path(cfg.checkpoint)
-    if path.is_dir():
-        for name in ("detector.safetensors", "clip.safetensors"):
-            if (path / name).is_file():
-                path = path / name
-                break
-        else:
-            raise CheckpointError(f"{path}: a folder without detector.safetensors or clip.safetensors")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
     source, rpn_path = _parse_boxes(cfg.boxes)
-    overrides = _detector_overrides(cfg)
-    kind = read_checkpoint_metadata(path).get("kind") if path.suffix == ".safetensors" else "openai"
-    if kind != "detector" and cfg.detector.ensemble != "none":
+    model = load_for_inference(
+        cfg.checkpoint,
+        rpn=rpn_path,
+        gt_boxes=source == "gt",
+        rpn_preset=cfg.rpn_preset,
+        clip_preset=cfg.preset,
+        text_weights=cfg.text_weights,
+        recipe=recipe,  # type: ignore[arg-type]
+        ensemble=cfg.detector,
+        max_proposals=cfg.max_proposals,
+        overrides=_detector_overrides(cfg),
+    )
+    if model.mode == "zero-shot" and source is None and model.box_source != "rpn":
         raise ConfigError(
-            f"detector.ensemble={cfg.detector.ensemble}: needs a detector checkpoint (the frozen classifier is "
-            f"the model it was fine-tuned from); {path} is a '{kind}' checkpoint"
+            f"{model.path}: a clip checkpoint is evaluated zero-shot and needs a box source: "
+            "boxes=gt or boxes=rpn:RPN_CHECKPOINT (--boxes)"
         )
-    if kind == "detector":
-        if source == "gt":  # official: GT boxes are used as they are, without RPN-score fusion
-            overrides = {"apply_box_deltas": False, "score_fusion": "none", **overrides}
-        loaded = load_detector(path, cfg.rpn_preset, ensemble=cfg.detector, **overrides)
-        detector, clip, has_text, config = loaded.detector, loaded.clip, loaded.has_text, loaded.config
-        detector.mask_head = None  # box evaluation only
-        preset_name = config.get("clip_preset", {}).get("name", "?")
-        proposals = config.get("proposals", {})
-        own_source = "rpn" if proposals.get("kind") == "rpn" else "gt"
-        proposal_preset = cfg.rpn_preset or proposals.get("preset")
-        if source == "rpn":
-            generator, _ = load_rpn(rpn_path, cfg.rpn_preset or "transfer")
-            detector.proposal_generator = generator.eval()
-            proposal_preset = cfg.rpn_preset or "transfer"
-        elif source == "gt":
-            detector.proposal_generator = GivenBoxes()
-        box_source = source or own_source
-        mode = "transfer"
-        if cfg.text_weights:
-            has_text = attach_text_tower(clip, _check_file(cfg.text_weights, "text_weights")) or has_text
-    elif kind in ("clip", "openai"):
-        if source is None:
-            raise ConfigError(
-                f"{path}: a clip checkpoint is evaluated zero-shot and needs a box source: "
-                "boxes=gt or boxes=rpn:RPN_CHECKPOINT (--boxes)"
-            )
-        clip, has_text = load_clip_model(str(path), cfg.preset, cfg.text_weights)
-        config = {}
-        preset_name = clip.preset.name
-        if source == "rpn":
-            proposal_preset = cfg.rpn_preset or "zero_shot"
-            generator, _ = load_rpn(rpn_path, proposal_preset)
-        else:
-            proposal_preset, generator = None, GivenBoxes()
-        if recipe == "lvis":
-            score = 0.02 if source == "rpn" else 0.0001  # official zero-shot scripts (§7)
-        else:
-            score = 0.001
-        fields = {
-            "recipe": recipe,
-            "mask_on": False,
-            "nms": "hard",
-            "nms_thresh": 0.5,
-            "apply_box_deltas": False,
-            "score_fusion": "logit" if source == "rpn" else "none",
-            "score_thresh": score,
-            **overrides,
-        }
-        det_cfg = DetectorConfig(**fields)
-        placeholder = torch.zeros(1, clip.embed_dim)
-        detector = build_detector(det_cfg, RegionEncoder(clip.visual), generator, placeholder).eval()
-        box_source, mode = source, "zero-shot"
-    else:
-        raise CheckpointError(f"{path}: is a '{kind}' checkpoint, expected a 'detector' or 'clip' checkpoint")
-    if cfg.max_proposals is not None and box_source == "rpn":
-        detector.proposal_generator = TopProposals(detector.proposal_generator, cfg.max_proposals)
-    return EvalModel(detector, clip, has_text, mode, box_source, proposal_preset, config, preset_name, path)
+    model.detector.mask_head = None  # box evaluation only
+    return model
 
 
 # -------------------------------------------------------------------------------------------- data
@@ -319,7 +244,7 @@ class Variant:
     skipped: str | None = None  # why the variant cannot be scored with this checkpoint (None: it can)
 
 
-def build_variants(cfg: EvalConfig, model: EvalModel) -> list[Variant]:
+def build_variants(cfg: EvalConfig, model: InferenceModel) -> list[Variant]:
     """The scoring variants of ``cfg.variants`` for ``model``: each fusion name changes only the RPN-score
     fusion; ``ensemble`` adds the frozen-classifier ensemble (:mod:`regionclip.detect.ensemble`, with the
     ``detector.ensemble_*`` settings) to the main fusion, when the checkpoint can build it."""
@@ -332,19 +257,19 @@ def build_variants(cfg: EvalConfig, model: EvalModel) -> list[Variant]:
             variants.append(Variant(name, name, detector.ensemble))
             continue
         if detector.ensemble is not None:
-            variants.append(Variant(name, detector.score_fusion, detector.ensemble))
+            variants.append(Variant(name, detector.inference.score_fusion, detector.ensemble))
             continue
         if model.mode != "transfer":
             reason = "a clip checkpoint is evaluated zero-shot: it is already the frozen model"
-            variants.append(Variant(name, detector.score_fusion, None, reason))
+            variants.append(Variant(name, detector.inference.score_fusion, None, reason))
             continue
         settings = dataclasses.replace(cfg.detector, ensemble="frozen")
         try:
             frozen = build_frozen_classifier(settings, detector.backbone, model.config, model.path)
         except CheckpointError as err:
-            variants.append(Variant(name, detector.score_fusion, None, str(err)))
+            variants.append(Variant(name, detector.inference.score_fusion, None, str(err)))
             continue
-        variants.append(Variant(name, detector.score_fusion, frozen.eval()))
+        variants.append(Variant(name, detector.inference.score_fusion, frozen.eval()))
     return variants
 
 
@@ -398,14 +323,16 @@ def evaluate(cfg: EvalConfig) -> dict:
     else:
         gt_eval = gt
 
-    inp = model.config.get("input") if isinstance(model.config.get("input"), dict) else {}
-    short = d.test_short_size or int(inp.get("min_size", 800))
-    max_size = d.max_size or int(inp.get("max_size", 1333))
+    pre = model.preprocess  # the checkpoint's recorded test size and interpolation (old files: 800/1333)
+    short = d.test_short_size or pre.short_size or 800
+    max_size = d.max_size or pre.max_size
     if cfg.templates is not None:
         templates = template_set(cfg.templates)
     else:
         templates = tuple(model.config.get("templates") or template_set("official"))
-    dataset = CocoDetection(gt, d.image_root, names, detector_test_transform(short, max_size))
+    dataset = CocoDetection(
+        gt, d.image_root, names, detector_test_transform(short, max_size, pre.interpolation)
+    )
     dataset.source = d.json
     if len(dataset) == 0:
         raise DataError(f"{d.json}: no images to evaluate")
@@ -487,7 +414,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         print(f"regionclip eval: skipped unreadable image: {message}", file=sys.stderr)
 
     # ---- metrics
-    max_dets = int(detector.max_dets)
+    max_dets = int(detector.inference.max_dets)
     region_metrics: dict[str, Any] = {}
     if want_region:
         emb = torch.cat(region_emb) if region_emb else torch.zeros((0, detector.embed_dim))
@@ -515,22 +442,22 @@ def evaluate(cfg: EvalConfig) -> dict:
 
     metrics = metrics_of(detections)
 
-    nms = "soft-gaussian" if detector.nms == "soft" else "hard"
+    nms = "soft-gaussian" if detector.inference.nms == "soft" else "hard"
     nms_params = (
-        {"sigma": float(detector.soft_nms_sigma), "prune": float(detector.soft_nms_prune)}
-        if detector.nms == "soft"
-        else {"iou": float(detector.nms_thresh)}
+        {"sigma": float(detector.inference.soft_nms_sigma), "prune": float(detector.inference.soft_nms_prune)}
+        if detector.inference.nms == "soft"
+        else {"iou": float(detector.inference.nms_thresh)}
     )
     protocol = EvalProtocol(
         dataset=d.name or d.json,
         split="generalized" if cfg.protocol == "generalized" else "novel-only",
         vocabulary_size=len(names),
         max_detections=max_dets,
-        score_threshold=float(detector.score_thresh),
+        score_threshold=float(detector.inference.score_thresh),
         nms=nms,
         nms_params=nms_params,
         box_source=model.box_source,
-        score_fusion=_fusion_name(detector.score_fusion),
+        score_fusion=_fusion_name(detector.inference.score_fusion),
         score_ensemble="frozen" if detector.ensemble is not None else "none",
         ensemble_params=detector.ensemble.describe(names) if detector.ensemble is not None else {},
         test_size=(short, max_size),
@@ -539,7 +466,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         mode=model.mode,
         templates=template_name(templates),
         clean_class_names=clean,
-        apply_box_deltas=bool(detector.apply_box_deltas),
+        apply_box_deltas=bool(detector.inference.apply_box_deltas),
         proposal_preset=model.proposal_preset if model.box_source == "rpn" else None,
         max_proposals=cfg.max_proposals if model.box_source == "rpn" else None,
         base_classes=list(split.base) if split is not None else [],

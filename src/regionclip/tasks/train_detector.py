@@ -48,6 +48,8 @@ from regionclip.engine.data import map_style_batches
 from regionclip.engine.distributed import barrier
 from regionclip.engine.loop import TrainConfig, train
 from regionclip.errors import CheckpointError, ConfigError, DataError
+from regionclip.io import check_file
+from regionclip.preprocess import Preprocess
 from regionclip.proposals.base import GivenBoxes
 from regionclip.proposals.loading import load_rpn
 from regionclip.regions import RegionEncoder
@@ -143,15 +145,6 @@ def template_name(templates: tuple[str, ...] | list[str]) -> str:
     return f"custom({len(templates)})"
 
 
-def _check_file(path: str | None, what: str) -> Path:
-    if not path:
-        raise ConfigError(f"{what} is not set")
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{what}: file not found: {p}")
-    return p
-
-
 def load_clip_model(
     weights: str | None, preset: str | None, text_weights: str | None = None, seed: int = 0
 ) -> tuple[nn.Module, bool]:
@@ -168,11 +161,11 @@ def load_clip_model(
         torch.manual_seed(seed)
         clip, has_text = create_model(preset), True
     else:
-        path = _check_file(weights, "model.weights")
+        path = check_file(weights, "model.weights")
         clip = load_clip(path, preset, what="model.preset")
         has_text = has_text_tower(path)
     if text_weights is not None:
-        has_text = attach_text_tower(clip, _check_file(text_weights, "model.text_weights")) or has_text
+        has_text = attach_text_tower(clip, check_file(text_weights, "model.text_weights")) or has_text
     return clip.eval(), has_text
 
 
@@ -254,7 +247,7 @@ def build_training_set(cfg: TrainDetectorConfig):
     d = cfg.data
     if not d.train_json or not d.image_root:
         raise ConfigError("data.train_json and data.image_root must be set (e.g. data.train_json=train.json)")
-    _check_file(d.train_json, "data.train_json")
+    check_file(d.train_json, "data.train_json")
     if d.lvis:
         raw = read_json(d.train_json)
         instances = load_lvis_instances(raw, "train")
@@ -285,7 +278,7 @@ def proposal_source(kind: str, checkpoint: str | None, preset: str) -> tuple[nn.
     if kind == "gt":
         return GivenBoxes(), {"kind": "gt"}
 
-    path = _check_file(checkpoint, "proposals.checkpoint (an rpn checkpoint; or set proposals.kind=gt)")
+    path = check_file(checkpoint, "proposals.checkpoint (an rpn checkpoint; or set proposals.kind=gt)")
     generator, rpn_config = load_rpn(path, preset)
     generator.requires_grad_(False)
     return generator, {"kind": "rpn", "rpn": rpn_config, "preset": preset}
@@ -352,7 +345,6 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
     path = out_dir / "detector.safetensors"
     if dist.is_main:
         extra = {
-            "input": {"min_size": cfg.data.test_short_size, "max_size": cfg.data.max_size},
             "templates": list(templates),
             "clean_class_names": cfg.vocabulary.clean_class_names,
             "split": {"base": list(split.base), "novel": list(split.novel)} if split is not None else None,
@@ -360,7 +352,8 @@ def train_detector(cfg: TrainDetectorConfig) -> Path:
             # the frozen region classifier of `detector.ensemble=frozen` (regionclip.detect.ensemble)
             "init_checkpoint": str(Path(cfg.model.weights).resolve()) if cfg.model.weights else None,
         }
-        save_detector(path, detector.cpu(), det_cfg, clip.preset, proposals, classes, text, extra)
+        test = Preprocess(cfg.data.test_short_size, cfg.data.max_size, "bilinear")
+        save_detector(path, detector.cpu(), det_cfg, clip.preset, proposals, classes, text, extra, test)
         skipped = dataset.num_unreadable
         if skipped:
             print(f"train-detector: skipped {skipped} unreadable images")

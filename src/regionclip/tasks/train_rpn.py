@@ -25,6 +25,7 @@ from regionclip.engine.data import map_style_batches
 from regionclip.engine.distributed import barrier
 from regionclip.engine.loop import TrainConfig, train
 from regionclip.errors import ConfigError, DataError
+from regionclip.preprocess import Preprocess
 from regionclip.proposals.config import RPNConfig
 from regionclip.proposals.rpn import ClassAgnosticRPN, build_rpn, save_rpn
 from regionclip.structures import StepOutput
@@ -122,11 +123,11 @@ def train_rpn(cfg: TrainRPNConfig) -> Path:
     path = out_dir / "rpn.safetensors"
     if dist.is_main:
         extra = {
-            "input": {"short_size": cfg.data.test_short_size, "max_size": cfg.data.max_size},
             "classes": classes if classes is not None else list(dataset.classes),
             "train": run.config,
         }
-        save_rpn(rpn, cfg.rpn, path, extra)
+        test = Preprocess(cfg.data.test_short_size, cfg.data.max_size, "bilinear")
+        save_rpn(rpn, cfg.rpn, path, extra, test)
         if dataset.num_unreadable:
             print(f"train-rpn: skipped {dataset.num_unreadable} unreadable images")
         if dataset.filter_report():
