@@ -1,10 +1,11 @@
-"""Tests of the web split's alt-text captions (regionclip.data.alt_text, world generator version 3)."""
+"""Tests of the web split's alt-text captions (regionclip.world.alt_text, world generator version 3)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from regionclip.data import alt_text, world
+from regionclip.world import alt_text
+from regionclip.world import generator as world
 
 
 def _random_mentions(rng: np.random.Generator) -> list[alt_text.Mention]:

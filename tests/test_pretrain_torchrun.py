@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from regionclip.clip.checkpoint import create_model, load_clip, save_clip
-from regionclip.data.world import generate_world
+from regionclip.world import generate_world
 
 LAUNCHER = """
 import os, sys

@@ -1,4 +1,4 @@
-"""Tests of the miniature-world generator (regionclip.data.world) and `regionclip make-world`."""
+"""Tests of the miniature-world generator (regionclip.world) and `regionclip make-world`."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ import webdataset as wds
 from PIL import Image
 
 from regionclip.cli import main
-from regionclip.data import alt_text, world
 from regionclip.data.ovd import COCO_BASE_CLASSES, COCO_NOVEL_CLASSES
 from regionclip.errors import RegionCLIPError
+from regionclip.world import alt_text
+from regionclip.world import generator as world
 
 TINY = {"train": 20, "val": 20}
 
@@ -534,9 +535,17 @@ def test_an_installed_wheel_reads_the_category_tables(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
                     str(tmp_path / "site"), str(wheel)], check=True)  # fmt: skip
     code = (
-        "import regionclip.data.world as w; assert '/site/' in w.__file__; "
+        "import regionclip.world as w; assert '/site/' in w.__file__; "
         "print(len(w.categories(2)), len(w.categories(3)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(tmp_path / "site"), "PATH": ""}, cwd=tmp_path)  # fmt: skip
     assert out.stdout.split() == ["171", "65"]
+
+
+def test_the_old_module_path_still_imports_the_generator():
+    import regionclip.data.world as old
+    import regionclip.world as package
+
+    assert old is world and package.generate_world is world.generate_world
+    assert old.categories(3) == package.categories(3)

@@ -1,10 +1,10 @@
-"""``regionclip make-world OUT``: generate the miniature world (see :mod:`regionclip.data.world`)."""
+"""``regionclip make-world OUT``: generate the miniature world (see :mod:`regionclip.world`)."""
 
 from __future__ import annotations
 
 import argparse
 
-from regionclip.data.world import SIZES, VERSIONS, generate_world
+from regionclip.world import SIZES, VERSIONS, generate_world
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,11 +5,11 @@ are product titles ("red apple isolated on white"), stock-photo titles ("an appl
 table, stock photo"), social posts ("my dog next to the cat"), keyword lists ("apple, banana") and bare
 names. :func:`alt_text` writes one such caption for a web image with one or several objects, mentioning
 every object (with synonyms, plurals, counts and colours, sometimes the scene phrase). The registers are
-deliberately unlike the scene captions' grammar (``regionclip.data.world.make_caption``: no "a photo of",
+deliberately unlike the scene captions' grammar (``regionclip.world.make_caption``: no "a photo of",
 no spatial relations), so the pretraining captions stay a different distribution, as CC3M is for CLIP.
 
 Objects are passed as :class:`Mention` tuples; the category only needs ``name``, ``plural``, ``synonyms``
-and ``synonym_plurals`` (a ``regionclip.data.world.Category``).
+and ``synonym_plurals`` (a ``regionclip.world.Category``).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ _COUNTS = {2: ("two", "2", "a pair of"), 3: ("three", "3", "a set of three")}
 class Mention(NamedTuple):
     """One category shown in a web image: how many copies and its colour adjective (None: no colour)."""
 
-    category: Any  # regionclip.data.world.Category (name, plural, synonyms, synonym_plurals)
+    category: Any  # regionclip.world.Category (name, plural, synonyms, synonym_plurals)
     count: int  # >= 1
     colour: str | None
 
