@@ -162,9 +162,18 @@ def test_training_mode_samples_regions_per_image():
 def test_zero_weight_drops_the_loss_and_weights_scale():
     task = make_task(weight_image_text=0.0, weight_region_distill=2.0).eval()
     ref = make_task().eval()
+    ref.concepts.copy_(task.concepts)  # make_task draws them from the global generator
+    ref.teacher_concepts.copy_(task.teacher_concepts)
+    # the same student change in both, so that the distillation KL is not round-off around 0 (a student
+    # equal to its teacher gives a KL of 1e-12 or, with denormals flushed, -2e-8)
+    for t in (task, ref):
+        with torch.no_grad():
+            weight = t.student.visual.attnpool.c_proj.weight
+            weight.add_(0.5 * torch.randn(weight.shape, generator=torch.Generator().manual_seed(3)))
     batch = make_batch(task)
     out, out_ref = task(batch), ref(batch)
     assert set(out.losses) == {"loss_region_concept", "loss_region_distill"}
+    assert out_ref.losses["loss_region_distill"] > 1e-4
     assert torch.allclose(out.losses["loss_region_distill"], 2 * out_ref.losses["loss_region_distill"])
 
 
