@@ -86,9 +86,10 @@ def stage_zeroshot(ctx: DemoContext) -> dict:
     (every category name as vocabulary; the per-region outcomes saved for the report's intervals,
     :func:`regionclip.demo.stats.save_region_hits`) and zero-shot detection with the RPN's proposals
     (official zero-shot settings)."""
-    from regionclip.demo.stats import region_hits, save_region_hits
+    from regionclip.demo.stats import ovd_split, region_hits, save_region_hits
 
     rpn = ctx.results["rpn"]["checkpoint"]
+    split = ovd_split(ctx)
     results = {}
     for label, stage in MODELS:
         if ctx.only_models is not None and stage not in ctx.only_models:  # ablations: one model
@@ -107,18 +108,11 @@ def stage_zeroshot(ctx: DemoContext) -> dict:
             score_fusion="sigmoid",
         )
         results[label] = {
-            "gt_boxes": hits.accuracy(_split_of(ctx)),
+            "gt_boxes": hits.accuracy(split),
             "rpn_boxes": rpn_eval["metrics"],
             "protocol_rpn": rpn_eval["protocol"],
         }
     return {"models": results}
-
-
-def _split_of(ctx: DemoContext):
-    from regionclip.data.ovd import OvdSplit
-    from regionclip.demo.stats import TABLE_SPLIT
-
-    return OvdSplit.from_json(_world_paths(ctx)[f"{TABLE_SPLIT}_json"])
 
 
 def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict:

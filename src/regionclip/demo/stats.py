@@ -174,7 +174,8 @@ def region_hits(ctx: DemoContext, checkpoint: str, split: str = TABLE_SPLIT) -> 
     return RegionHits(hits, torch.cat(image_index).numpy(), labels_t.numpy(), len(dataset), names)
 
 
-def _split(ctx: DemoContext, split: str = TABLE_SPLIT):
+def ovd_split(ctx: DemoContext, split: str = TABLE_SPLIT):
+    """The base / novel :class:`~regionclip.data.ovd.OvdSplit` of the world's ``split`` (the table's by default)."""
     from regionclip.data.ovd import OvdSplit
 
     return OvdSplit.from_json(_world_paths(ctx)[f"{split}_json"])
@@ -187,7 +188,7 @@ def region_intervals(
     if b is not None and not np.array_equal(a.labels, b.labels):
         raise RegionCLIPError("paired region bootstrap: the two models were scored on different regions")
     return region_accuracy_intervals(
-        a.hits, a.image_index, a.labels, a.n_images, a.class_names, _split(ctx), config,
+        a.hits, a.image_index, a.labels, a.n_images, a.class_names, ovd_split(ctx), config,
         hits_b=None if b is None else b.hits,
     )  # fmt: skip
 
@@ -216,7 +217,7 @@ def ap50_interval_dict(
     ctx: DemoContext, a: Ap50Cache, b: Ap50Cache | None = None, config: BootstrapConfig = BOOTSTRAP
 ) -> dict[str, Interval]:
     """``AP50_novel`` / ``AP50_base`` / ``AP50_all`` intervals of ``a``, or of ``a - b`` (paired)."""
-    return ap50_intervals(a, _split(ctx), config, cache_b=b)
+    return ap50_intervals(a, ovd_split(ctx), config, cache_b=b)
 
 
 # ---------------------------------------------------------------------------------------------------- rows
