@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from regionclip.config import apply_overrides, config_from_dict, config_to_dict
 from regionclip.errors import RegionCLIPError
 from regionclip.io import atomic_write_text
+from regionclip.train_config import TrainConfig
 
 DEMO_VERSION = 1
 WORLD_SEED = 0  # the world is fixed per table (docs/world.md, "Plan for issue 12"); --seed varies training
@@ -50,6 +51,33 @@ def scaled_warmup(official: OfficialSchedule, steps: int) -> int:
     third of the schedule (only the quick smoke-test schedules are that short)."""
     fraction = math.ceil(steps * official.warmup / official.steps)
     return max(1, min(max(fraction, WARMUP_FLOOR), steps // 3))
+
+
+def scaled_train_config(
+    official: OfficialSchedule,
+    steps: int,
+    batch: int,
+    seed: int,
+    *,
+    checkpoints: int = 3,
+    logs: int = 20,
+    **extra: Any,
+) -> TrainConfig:
+    """The :class:`~regionclip.train_config.TrainConfig` of a demo stage scaled from ``official``: LR by
+    :func:`scaled_lr`, warm-up by :func:`scaled_warmup`, the official LR milestones, ``checkpoints``
+    checkpoints and ``logs`` log lines over the ``steps``; ``extra`` sets further fields (e.g. gradient
+    clipping)."""
+    return TrainConfig(
+        max_steps=steps,
+        batch_size=batch,
+        lr=scaled_lr(official, batch),
+        warmup_steps=scaled_warmup(official, steps),
+        lr_milestones=official.milestones,
+        checkpoint_every=max(1, steps // checkpoints),
+        log_every=max(1, steps // logs),
+        seed=seed,
+        **extra,
+    )
 
 
 @dataclass(frozen=True)
@@ -92,16 +120,16 @@ PLANS: dict[str, DemoPlan] = {
         world_version=3,
         test_images=120,
         model="RN-tiny",
-        clip_steps=60,
+        clip_steps=40,
         clip_batch=32,
         clip_lr=0.001,
         min_count=5,
-        rpn_steps=40,
+        rpn_steps=30,
         rpn_batch=8,
-        pretrain_steps=20,
+        pretrain_steps=12,
         pretrain_batch=8,
         regions_per_image=32,
-        detector_steps=20,
+        detector_steps=12,
         detector_batch=8,
         detector_rois=32,
         eval_proposals=50,

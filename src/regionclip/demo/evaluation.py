@@ -19,7 +19,7 @@ from regionclip.demo.context import (
     _write_config,
     apply_stage_overrides,
     n_test_images,
-    scaled_warmup,
+    scaled_train_config,
 )
 from regionclip.demo.report import _cpu
 from regionclip.errors import RegionCLIPError
@@ -118,7 +118,6 @@ def stage_zeroshot(ctx: DemoContext) -> dict:
 def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict:
     """Train a detector on base classes from the checkpoint of ``init_stage``; outputs in ``OUT/stage``."""
     from regionclip.detect.config import DetectorConfig
-    from regionclip.engine.loop import TrainConfig
     from regionclip.tasks.train_detector import (
         DetDataConfig,
         DetModelConfig,
@@ -150,16 +149,7 @@ def _transfer(ctx: DemoContext, label: str, init_stage: str, stage: str) -> dict
             max_size=2 * size,
             test_short_size=size,
         ),
-        train=TrainConfig(
-            max_steps=p.detector_steps,
-            batch_size=p.detector_batch,
-            lr=p.detector_lr,
-            warmup_steps=scaled_warmup(OFFICIAL_DETECTOR, p.detector_steps),
-            lr_milestones=OFFICIAL_DETECTOR.milestones,
-            checkpoint_every=max(1, p.detector_steps // 3),
-            log_every=max(1, p.detector_steps // 20),
-            seed=ctx.seed,
-        ),
+        train=scaled_train_config(OFFICIAL_DETECTOR, p.detector_steps, p.detector_batch, ctx.seed),
         out_dir=str(out_dir),
         device=ctx.device,
     )

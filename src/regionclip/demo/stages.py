@@ -17,8 +17,7 @@ from regionclip.demo.context import (
     _write_config,
     apply_stage_overrides,
     n_test_images,
-    scaled_lr,
-    scaled_warmup,
+    scaled_train_config,
 )
 from regionclip.errors import RegionCLIPError
 
@@ -121,7 +120,6 @@ def stage_concepts(ctx: DemoContext) -> dict:
 
 
 def stage_rpn(ctx: DemoContext) -> dict:
-    from regionclip.engine.loop import TrainConfig
     from regionclip.proposals.config import RPNConfig
     from regionclip.tasks.train_rpn import RPNDataConfig, TrainRPNConfig
 
@@ -142,16 +140,7 @@ def stage_rpn(ctx: DemoContext) -> dict:
             max_size=2 * size,
             test_short_size=size,
         ),
-        train=TrainConfig(
-            max_steps=p.rpn_steps,
-            batch_size=p.rpn_batch,
-            lr=scaled_lr(OFFICIAL_RPN, p.rpn_batch),
-            warmup_steps=scaled_warmup(OFFICIAL_RPN, p.rpn_steps),
-            lr_milestones=OFFICIAL_RPN.milestones,
-            checkpoint_every=max(1, p.rpn_steps // 3),
-            log_every=max(1, p.rpn_steps // 10),
-            seed=ctx.seed,
-        ),
+        train=scaled_train_config(OFFICIAL_RPN, p.rpn_steps, p.rpn_batch, ctx.seed, logs=10),
         out_dir=str(out_dir),
         device=ctx.device,
     )
@@ -180,7 +169,6 @@ def rpn_anchor_sizes(image_size: int) -> list[float]:
 
 def pretrain_config(ctx: DemoContext, loss: dict | None = None) -> Any:
     """The pretraining config of the plan; ``loss``: LossConfig fields to set (the calibrated ones)."""
-    from regionclip.engine.loop import TrainConfig
     from regionclip.pretrain.config import ConceptConfig, DataConfig, LossConfig, ModelConfig, PretrainConfig
     from regionclip.proposals.config import ProposalConfig
 
@@ -199,16 +187,8 @@ def pretrain_config(ctx: DemoContext, loss: dict | None = None) -> Any:
             short_size=p.image_size,
             max_size=2 * p.image_size,
         ),
-        train=TrainConfig(
-            max_steps=p.pretrain_steps,
-            batch_size=p.pretrain_batch,
-            lr=p.pretrain_lr,
-            warmup_steps=scaled_warmup(OFFICIAL_PRETRAIN, p.pretrain_steps),
-            lr_milestones=OFFICIAL_PRETRAIN.milestones,
-            clip_grad_norm_per_param=5.0,
-            checkpoint_every=max(1, p.pretrain_steps // 3),
-            log_every=max(1, p.pretrain_steps // 20),
-            seed=ctx.seed,
+        train=scaled_train_config(
+            OFFICIAL_PRETRAIN, p.pretrain_steps, p.pretrain_batch, ctx.seed, clip_grad_norm_per_param=5.0
         ),
         out_dir=str(ctx.out / "pretrain"),
         device=ctx.device,
