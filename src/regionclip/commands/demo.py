@@ -7,7 +7,7 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--size", default="default", help="quick (CI, ~3 min) or default (~20 min on 2 cores)"
+        "--size", default="default", help="quick (CI, ~3 min) or default (~28 min on 2 cores)"
     )
     parser.add_argument(
         "--out", default="regionclip-demo", help="output folder (re-running resumes; default %(default)s)"
