@@ -72,6 +72,13 @@ class Preprocess:
             )
         return self
 
+    def test_size(self, short_size: int | None = None, max_size: int | None = None) -> tuple[int, int]:
+        """``(shorter side, longer-side cap)`` to test at: a caller's sizes where set, else the recorded ones;
+        a record that keeps images at their own size gives the official 800 (:data:`DETECTION_TEST`)."""
+        return short_size or self.short_size or int(
+            DETECTION_TEST.short_size or 800
+        ), max_size or self.max_size
+
     def resized(self, short_size: int | None = None, max_size: int | None = None) -> Preprocess:
         """A copy with a caller's test size (``None`` keeps the recorded one)."""
         return dataclasses.replace(

@@ -337,12 +337,13 @@ class Detector:
         loaded = load_for_inference(path, rpn=rpn, ensemble=ensemble, overrides=detector_overrides)
         detector, clip, has_text, config = loaded.detector, loaded.clip, loaded.has_text, loaded.config
         pre = loaded.preprocess  # the checkpoint's recorded test size and interpolation
+        test_short, test_max = pre.test_size(min_size, max_size)
         return cls(
             detector,
             clip,
             has_text,
-            min_size=min_size or pre.short_size or DETECTION_TEST.short_size,
-            max_size=max_size or pre.max_size,
+            min_size=test_short,
+            max_size=test_max,
             interpolation=pre.interpolation,
             templates=templates or tuple(config.get("templates") or OFFICIAL_TEMPLATES),
             cache_dir=cache_dir,

@@ -324,8 +324,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         gt_eval = gt
 
     pre = model.preprocess  # the checkpoint's recorded test size and interpolation (old files: 800/1333)
-    short = d.test_short_size or pre.short_size or 800
-    max_size = d.max_size or pre.max_size
+    short, max_size = pre.test_size(d.test_short_size, d.max_size)
     if cfg.templates is not None:
         templates = template_set(cfg.templates)
     else:
