@@ -84,6 +84,17 @@ def test_variant_contents(tmp_path):
         det = resolve_recipe(apply_stage_overrides(ctx, "transfer", TrainDetectorConfig()).detector)
         assert (det.cls_loss, det.bg_loss_weight) == (loss, bg), name
         assert ctx.results["pretrain"] == default.results["pretrain"] and ctx.only_models is None
+    # the detector's optimiser: AdamW at Swin's fine-tuning recipe, the plan's schedule and warm-up kept
+    optimiser = _variant("AdamW (lr 1e-4, weight decay 0.05; Swin's fine-tuning recipe)")
+    adamw = variant_context(optimiser, default, tmp_path)
+    base = TrainDetectorConfig()
+    train = apply_stage_overrides(adamw, "transfer", base).train
+    assert (train.optimizer, train.lr, train.weight_decay) == ("adamw", 1e-4, 0.05)
+    assert (train.max_steps, train.warmup_steps, train.lr_milestones) == (
+        base.train.max_steps, base.train.warmup_steps, base.train.lr_milestones)  # fmt: skip
+    assert adamw.results["pretrain"] == default.results["pretrain"] and optimiser.redo == (
+        "transfer_regionclip",
+    )
 
 
 def test_select_groups():

@@ -46,7 +46,6 @@ def test_the_record_round_trips_and_checks_its_values():
         Preprocess.from_dict({"size": 3}, "x.safetensors")
     with pytest.raises(CheckpointError, match="normalise with CLIP"):
         Preprocess(mean=(0.5, 0.5, 0.5)).check_normalisation("x.safetensors")
-    assert pre.resized(short_size=320) == Preprocess(320, 1000, "bicubic")
     # the test size: a caller's where set, else the record's; images kept at their own size test at 800
     assert pre.test_size() == (pre.short_size, 1000)
     assert pre.test_size(320, 640) == (320, 640)

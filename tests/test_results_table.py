@@ -15,6 +15,7 @@ from regionclip.results_table import (
     BLOCK_END,
     BLOCK_START,
     NOT_GENERATED,
+    ablation_block,
     ablation_table,
     load_results,
     read_block,
@@ -193,6 +194,12 @@ def test_ablation_table_findings_and_blank_cells():
     bad["rows"][1]["metrics"] = {"zzz": _iv(1.0, 0.0, 2.0)}
     with pytest.raises(RegionCLIPError, match="not columns"):
         ablation_table(bad)
+
+
+def test_ablation_block_states_the_variants_time_when_recorded():
+    assert "minutes" not in ablation_block(_ablations())
+    timed = {**_ablations(), "variant_seconds": 3927.0}
+    assert ablation_block(timed).endswith("The variants' stages took 65 minutes after the default run.")
 
 
 def test_update_readme_command_writes_both_blocks(tmp_path, capsys):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -86,6 +86,10 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, str]:
     return metadata
 
 
+@overload
+def read_preprocess(path: str | Path, default: Preprocess) -> Preprocess: ...
+@overload
+def read_preprocess(path: str | Path, default: None = None) -> Preprocess | None: ...
 def read_preprocess(path: str | Path, default: Preprocess | None = None) -> Preprocess | None:
     """The :class:`~regionclip.preprocess.Preprocess` recorded in the checkpoint ``path`` (metadata only; the
     tensors are not read); for a file written before the record: what its legacy ``input`` config implies

@@ -79,14 +79,6 @@ class Preprocess:
             DETECTION_TEST.short_size or 800
         ), max_size or self.max_size
 
-    def resized(self, short_size: int | None = None, max_size: int | None = None) -> Preprocess:
-        """A copy with a caller's test size (``None`` keeps the recorded one)."""
-        return dataclasses.replace(
-            self,
-            short_size=self.short_size if short_size is None else short_size,
-            max_size=self.max_size if max_size is None else max_size,
-        )
-
 
 DETECTION_TEST = Preprocess()  # the official detection test resize: 800 / 1333, bilinear (§6.5, §7)
 OWN_SIZE = Preprocess(short_size=None)  # images at their own size (an RPN file that records no size)

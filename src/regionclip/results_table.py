@@ -292,6 +292,8 @@ def ablation_block(ablations: Mapping[str, Any]) -> str:
         f"images; a variant is called above or below the default only where the paired interval excludes 0."
         + (f" Measured on {where}; another CPU gives other digits." if where else "")
     )
+    if ablations.get("variant_seconds"):
+        note += f" The variants' stages took {float(ablations['variant_seconds']) / 60:.0f} minutes after the default run."
     return ablation_table(ablations) + "\n\n" + note
 
 

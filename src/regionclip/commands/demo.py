@@ -24,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--ablations", nargs="?", const="all", default=None, metavar="GROUPS",
         help="after the default plan, run the ablation variants (all, or comma-separated groups: "
-        "'pretraining supervision', 'region type', 'concept pool', 'region losses', capacity, transfer) "
+        "'pretraining supervision', 'region type', 'concept pool', 'region losses', capacity, transfer, "
+        "'detector optimiser') "
         "and write OUT/ablations.json/.md",
     )  # fmt: skip
     parser.add_argument(

@@ -168,7 +168,7 @@ def load_for_inference(
     if max_proposals is not None and model.box_source == "rpn":
         model.detector.proposal_generator = TopProposals(model.detector.proposal_generator, max_proposals)
     if kind != "openai":
-        model.preprocess = read_preprocess(file, DETECTION_TEST) or DETECTION_TEST
+        model.preprocess = read_preprocess(file, DETECTION_TEST)
     model.preprocess.check_normalisation(str(file))
     model.detector.eval()
     model.clip.eval()

@@ -83,7 +83,7 @@ def eval_rpn(cfg: EvalRPNConfig) -> dict:
     device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     rpn = load_proposal_generator(cfg.checkpoint, cfg.preset).to(device)
     apply_precision(rpn, resolve_precision(cfg.precision, device))
-    recorded = read_preprocess(cfg.checkpoint, OWN_SIZE) or OWN_SIZE  # the RPN's test size (old: input.*)
+    recorded = read_preprocess(cfg.checkpoint, OWN_SIZE)  # the RPN's test size (old: input.*)
     recorded.check_normalisation(str(cfg.checkpoint))
     short = cfg.short_size or recorded.short_size
     max_size = cfg.max_size or recorded.max_size
